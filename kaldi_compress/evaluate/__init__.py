@@ -1,0 +1,1 @@
+"""Evaluation: decoding with Vosk, scoring, comparison tables and plots."""

@@ -1,0 +1,1 @@
+"""Kaldi binary/text primitives and file handling."""
