@@ -9,9 +9,9 @@ import sys
 import warnings
 
 from ..errors import KaldiCompressError
-from . import copy, info
+from . import compare, copy, info, wer
 
-COMMANDS = {"info": info, "copy": copy}
+COMMANDS = {"info": info, "copy": copy, "wer": wer, "compare": compare}
 
 
 def kaldi_bool(value: str) -> bool:

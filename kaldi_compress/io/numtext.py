@@ -36,7 +36,7 @@ def _significand(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     m = _scale(a, e)
     frac = m - np.floor(m)
     exact = ok & (np.abs(frac - 0.5) > 1e-6)
-    r = np.rint(m).astype(np.int32)
+    r = np.rint(np.where(ok, m, 1e6)).astype(np.int32)
     carry = r >= 10_000_000
     r = np.where(carry, r // 10, r)
     e = e + carry

@@ -23,6 +23,11 @@ INT, F32, F64, BOOL, VEC, MAT, IVEC, IPVEC, FLAG, INT2, F32X2, MODEL = (
     "int", "f32", "f64", "bool", "vec", "mat", "ivec", "ipvec", "flag", "int2", "f32x2", "model")
 
 
+KIND_NAMES = {INT: "int32", F32: "float", F64: "double", BOOL: "bool", VEC: "vector",
+              MAT: "matrix", IVEC: "integer vector", IPVEC: "integer pair vector",
+              INT2: "two int32", F32X2: "two floats", FLAG: "flag"}
+
+
 @dataclass(frozen=True)
 class Field:
     token: str
@@ -215,7 +220,7 @@ class FieldStruct:
             if spec.kind == MODEL:
                 value = MODEL_TYPES[tok].read_new(r)
             else:
-                value = read_value(r, spec.kind, f"{spec.token} value")
+                value = read_value(r, spec.kind, f"{spec.token} {KIND_NAMES[spec.kind]}")
             fields.append((tok, value))
             i = j + 1
             tok = None

@@ -1,0 +1,113 @@
+"""Kaldi binary/text primitives: exact layouts and Kaldi's %.7g number format."""
+import numpy as np
+import pytest
+
+from kaldi_compress.errors import KaldiFormatError
+from kaldi_compress.io.binary import BinaryReader, BinaryWriter
+from kaldi_compress.io.numtext import format_g7, parse_floats
+from kaldi_compress.io.text import TextReader, TextWriter
+
+
+def printf_g7(values) -> bytes:
+    return b"".join(b"%s " % (b"%.7g" % float(v)) for v in values)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_format_g7_equals_printf_on_random_floats(seed):
+    rng = np.random.default_rng(seed)
+    n = 200_000
+    vals = np.concatenate([
+        rng.standard_normal(n) * 0.05,
+        rng.standard_normal(n // 4) * 1e5,
+        np.exp(rng.uniform(-103, 88, n // 4)) * rng.choice([-1, 1], n // 4),
+        rng.integers(-2**24, 2**24, n // 8),
+    ]).astype(np.float32)
+    assert format_g7(vals) == printf_g7(vals)
+
+
+def test_format_g7_edge_values():
+    edge = np.array([0.0, -0.0, 1, -1, 10, 1e6, 9999999, 1e7, 12345675, 12345665, 0.0001,
+                     0.00001, 2000, -0.6931472, 0.5, 123456.75, 1.5e-45, 3.4028235e38,
+                     np.inf, -np.inf, np.nan, 1e-40, 0.1, 65504], dtype=np.float32)
+    assert format_g7(edge) == printf_g7(edge)
+
+
+def test_format_g7_matrix_layout():
+    m = np.arange(6, dtype=np.float32).reshape(2, 3) / 4
+    assert format_g7(m, row_len=3) == b"\n  0 0.25 0.5 \n  0.75 1 1.25 "
+
+
+def test_parse_floats_rejects_garbage():
+    assert parse_floats(b"1 2.5 -3e-2") .tolist() == [1.0, 2.5, np.float32(-0.03)]
+    assert parse_floats(b"1 x 3") is None
+
+
+def test_binary_layouts():
+    w = BinaryWriter()
+    w.write_token("<Dim>")
+    w.write_int(7)
+    w.write_float(np.float32(0.5))
+    w.write_float(np.float64(2.0))
+    w.write_bool(True)
+    w.write_vector(np.array([1, 2], np.float32))
+    w.write_matrix(np.ones((1, 2), np.float32))
+    w.write_int_vector(np.array([-1, 0], np.int32))
+    data = w.getvalue()
+    assert data.startswith(b"<Dim> \x04\x07\x00\x00\x00\x04\x00\x00\x00?"
+                           b"\x08\x00\x00\x00\x00\x00\x00\x00@TFV \x04\x02\x00\x00\x00")
+    r = BinaryReader(bytearray(data), "mem")
+    assert r.read_token() == "<Dim>"
+    assert r.read_int() == 7
+    assert r.read_float() == np.float32(0.5) and isinstance(r.read_float(), np.float64)
+    assert r.read_bool() is True
+    assert r.read_vector().tolist() == [1, 2]
+    assert r.read_matrix().shape == (1, 2)
+    assert r.read_int_vector().tolist() == [-1, 0]
+    assert r.at_end()
+
+
+def test_text_layouts_match_kaldi():
+    w = TextWriter()
+    w.write_token("<V>")
+    w.write_vector(np.array([1.5, 2], np.float32))
+    w.write_token("<M>")
+    w.write_matrix(np.array([[1, 2], [3, 4]], np.float32))
+    w.write_token("<E>")
+    w.write_matrix(np.zeros((0, 0), np.float32))
+    w.write_int_vector(np.array([1, -2], np.int32))
+    w.write_int_pair_vector(np.array([[1, 2], [-3, 4]], np.int32))
+    w.write_bool(False)
+    text = w.getvalue()
+    assert text == (b"<V>  [ 1.5 2 ]\n<M>  [\n  1 2 \n  3 4 ]\n<E>  [ ]\n"
+                    b"[ 1 -2 ]\n[ 1,2 -3,4 ]\nF ")
+    r = TextReader(bytearray(text), "mem")
+    r.expect_token("<V>")
+    assert r.read_vector().tolist() == [1.5, 2]
+    r.expect_token("<M>")
+    assert r.read_matrix().tolist() == [[1, 2], [3, 4]]
+    r.expect_token("<E>")
+    assert r.read_matrix().shape == (0, 0)
+    assert r.read_int_vector().tolist() == [1, -2]
+    assert r.read_int_pair_vector().tolist() == [[1, 2], [-3, 4]]
+    assert r.read_bool() is False
+
+
+def test_binary_reader_bounds_checked_before_allocation():
+    w = BinaryWriter()
+    w.write_token("FM")
+    w.write_int(2**30)
+    w.write_int(2**30)
+    with pytest.raises(KaldiFormatError, match=r"byte 13: expected matrix: 1152921504606846976 "
+                                                r"values, got end of file"):
+        BinaryReader(bytearray(w.getvalue()), "mem").read_matrix()
+    w = BinaryWriter()
+    w.write_token("FV")
+    w.write_int(-5)
+    with pytest.raises(KaldiFormatError, match="non-negative size"):
+        BinaryReader(bytearray(w.getvalue()), "mem").read_vector()
+
+
+def test_text_matrix_ragged_rows_rejected():
+    r = TextReader(bytearray(b" [\n  1 2 \n  3 ]\n"), "mem")
+    with pytest.raises(KaldiFormatError, match="2 values in every row"):
+        r.read_matrix()
