@@ -1,0 +1,65 @@
+"""Error rate against model size, with the Pareto front of the compressed systems.
+
+A system is on the Pareto front when no other system has at most as many parameters
+and a strictly lower error (or fewer parameters and the same error): for each error
+level it is the smallest model reaching it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import KaldiCompressError
+
+
+@dataclass(frozen=True)
+class Point:
+    """One system: its size and how well it recognises."""
+    name: str
+    num_parameters: int
+    error: float                 # WER or CER, percent
+    size_bytes: int | None = None
+    rtf: float | None = None     # decoding time / audio duration
+
+
+def pareto_front(points: Sequence[Point]) -> list[Point]:
+    """The non-dominated points, by increasing parameters (and decreasing error)."""
+    front: list[Point] = []
+    for p in sorted(points, key=lambda p: (p.num_parameters, p.error)):
+        if not front or p.error < front[-1].error:
+            front.append(p)
+    return front
+
+
+def wer_vs_params_plot(points: Sequence[Point], out_png: str | Path,
+                       metric: str = "WER") -> Path:
+    """Write a PNG: error (%) against parameters (millions), the Pareto front joined."""
+    if not points:
+        raise KaldiCompressError(f"{out_png}: no systems to plot")
+    try:
+        from matplotlib.figure import Figure   # renders with Agg; no pyplot, no global state
+    except ImportError:
+        raise KaldiCompressError("plotting needs matplotlib (pip install matplotlib)") from None
+
+    front = pareto_front(points)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    ax.scatter([p.num_parameters / 1e6 for p in points], [p.error for p in points],
+               color="tab:gray", label="systems", zorder=2)
+    ax.step([p.num_parameters / 1e6 for p in front], [p.error for p in front],
+            where="post", color="tab:red", marker="o", label="Pareto front", zorder=3)
+    for p in points:
+        ax.annotate(p.name, (p.num_parameters / 1e6, p.error), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("parameters (millions)")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(out_png)
+    try:
+        fig.savefig(out, format="png", dpi=120)
+    except OSError as e:
+        raise KaldiCompressError(f"{out_png}: cannot write: {e.strerror or e}") from None
+    return out
