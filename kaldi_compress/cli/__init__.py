@@ -9,9 +9,9 @@ import sys
 import warnings
 
 from ..errors import KaldiCompressError
-from . import compare, copy, info, wer
+from . import compare, copy, info, svd, wer
 
-COMMANDS = {"info": info, "copy": copy, "wer": wer, "compare": compare}
+COMMANDS = {"info": info, "copy": copy, "svd": svd, "wer": wer, "compare": compare}
 
 
 def kaldi_bool(value: str) -> bool:

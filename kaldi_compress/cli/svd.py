@@ -1,0 +1,94 @@
+"""``kaldi-compress svd [options] IN OUT``: SVD bottlenecks, Kaldi-compatible or beyond."""
+from __future__ import annotations
+
+import sys
+
+from ..errors import KaldiCompressError
+from ..io.files import same_file
+from ..nnet3 import read_model, write_model
+
+
+def add_parser(sub, kaldi_bool) -> None:
+    p = sub.add_parser(
+        "svd", help="replace affine/TDNN/TDNN-F layers by SVD bottlenecks",
+        description="Factorize layers by truncated SVD and write a Kaldi model. Give exactly "
+        "one rank rule: --bottleneck-dim, --energy-threshold, --param-ratio or --target-params.")
+    p.add_argument("--components", default="*", metavar="GLOB",
+                   help="component-name pattern (* wildcard); default *")
+    p.add_argument("--bottleneck-dim", type=int, metavar="N", help="rank of every layer")
+    p.add_argument("--energy-threshold", type=float, metavar="E",
+                   help="per layer, the smallest rank keeping fraction E of sum s_i^2")
+    p.add_argument("--param-ratio", type=float, metavar="R",
+                   help="global budget: R times the input's parameter count (as info reports)")
+    p.add_argument("--target-params", type=int, metavar="N", help="global budget in parameters")
+    p.add_argument("--shrinkage-threshold", type=float, default=1.0, metavar="S",
+                   help="leave a layer alone if its weights would shrink to more than S of "
+                   "their size (default 1.0: only factorize when it saves parameters)")
+    p.add_argument("--kaldi-compatible", type=kaldi_bool, default=False, metavar="BOOL",
+                   help="exactly Kaldi's apply-svd: Affine/NaturalGradientAffine only, "
+                   "<name>_a Linear + <name>_b NaturalGradientAffine")
+    p.add_argument("--calibration-data", metavar="DIR",
+                   help="data-aware truncation: a dir of 16 kHz wavs whose activations "
+                   "weight the error (needs --model-dir)")
+    p.add_argument("--model-dir", metavar="DIR",
+                   help="Vosk-style model dir (conf/, ivector/) for features of --calibration-data")
+    p.add_argument("--max-utts", type=int, default=100, metavar="N",
+                   help="calibration utterances to use (default 100)")
+    p.add_argument("--binary", type=kaldi_bool, default=True, metavar="BOOL",
+                   help="write binary (default true)")
+    p.add_argument("--report", metavar="FILE", help="also write the per-layer table as JSON")
+    p.add_argument("input", help="input model (- for stdin)")
+    p.add_argument("output", help="output model (- for stdout)")
+
+
+def run(args) -> int:
+    from ..compress.kaldi_svd import apply_svd_kaldi
+    from ..compress.svd import SvdOptions, format_report, svd_compress
+    if same_file(args.input, args.output):
+        raise KaldiCompressError(f"{args.output}: refusing to overwrite the input")
+    model = read_model(args.input)
+    before = model.nnet.num_parameters
+    if args.kaldi_compatible:
+        if args.param_ratio is not None or args.target_params is not None \
+                or args.calibration_data:
+            raise KaldiCompressError("--kaldi-compatible takes only --bottleneck-dim or "
+                                     "--energy-threshold (and --shrinkage-threshold)")
+        if not model.nnet.find_components(args.components):
+            raise KaldiCompressError(f"--components={args.components} matches no component")
+        records = apply_svd_kaldi(model.nnet, args.components,
+                                  args.bottleneck_dim if args.bottleneck_dim else -1,
+                                  args.energy_threshold if args.energy_threshold else -1.0,
+                                  args.shrinkage_threshold)
+        for r in records:
+            if r.rank is None:
+                print(f"kaldi-compress: not decomposing {r.component}: {r.note}", file=sys.stderr)
+            else:
+                print(f"kaldi-compress: {r.component} ({r.input_dim},{r.output_dim}) -> rank "
+                      f"{r.rank}, singular value squared sum {r.energy_before:.6g} -> "
+                      f"{r.energy_after:.6g}, shrinkage ratio {r.shrinkage:.6g}", file=sys.stderr)
+        reports = None
+    else:
+        opts = SvdOptions(args.components, args.bottleneck_dim, args.energy_threshold,
+                          args.param_ratio, args.target_params, args.shrinkage_threshold,
+                          progress=sys.stderr.isatty())
+        opts.check()
+        if args.calibration_data:
+            from ..compress.calibrate import second_moments
+            if not args.model_dir:
+                raise KaldiCompressError("--calibration-data needs --model-dir")
+            opts.second_moments = second_moments(model, args.model_dir, args.calibration_data,
+                                                 max_utts=args.max_utts)
+        reports = svd_compress(model.nnet, opts)
+        print(format_report(reports), file=sys.stderr, end="")
+    after = model.nnet.num_parameters
+    print(f"kaldi-compress: parameters {before} -> {after} ({after / before:.4f}x)",
+          file=sys.stderr)
+    write_model(model, args.output, binary=args.binary)
+    if args.report and reports is not None:
+        import json
+        from dataclasses import asdict
+        from ..io.files import write_output
+        doc = {"params_before": before, "params_after": after,
+               "layers": [asdict(r) for r in reports]}
+        write_output(args.report, [json.dumps(doc, indent=1).encode()])
+    return 0

@@ -1,0 +1,1 @@
+"""Compression methods: SVD bottlenecks (Kaldi-compatible and beyond), rank budgets."""

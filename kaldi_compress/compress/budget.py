@@ -1,0 +1,94 @@
+"""Choosing a rank per unit to meet a global parameter budget.
+
+Each unit u offers options (rank k, parameters p_u(k), damage e_u(k)), where the
+damage is the unit's relative squared error: the fraction of its output energy
+(weights-only: of its weights' energy) that the truncation discards,
+e_u(k) = sum_{i>k} s_i^2 / sum_i s_i^2, times an optional per-unit weight.  We
+minimise sum_u e_u(k_u) subject to sum_u p_u(k_u) <= budget by Lagrangian
+relaxation: for a multiplier lam each unit independently takes
+argmin_k e_u(k) + lam p_u(k); bisection finds the smallest lam that meets the
+budget, and leftover parameters are then spent greedily where they remove the
+most damage per parameter.  Unlike a plain greedy, this handles units whose
+factorization only pays below a break-even rank (keep-as-is is an option).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import KaldiCompressError
+from .layers import Unit
+
+
+@dataclass
+class Option:
+    rank: int            # full_rank means "leave unchanged"
+    params: int
+    damage: float
+
+
+def options(unit: Unit, weight: float = 1.0, min_rank: int = 1) -> list[Option]:
+    """The unit's choices: unchanged, or any rank whose rewrite saves parameters."""
+    e = unit.spec.energy
+    total = float(e.sum()) or 1.0
+    tail = np.concatenate([np.cumsum(e[::-1])[::-1], [0.0]]) / total
+    opts = [Option(unit.full_rank, unit.params_before, 0.0)]
+    for k in range(max(1, min_rank), unit.full_rank):
+        p = unit.params_at(k)
+        if p < unit.params_before:
+            opts.append(Option(k, p, weight * float(tail[k])))
+    return opts
+
+
+def allocate(units: list[Unit], budget: int, fixed_params: int,
+             weights: dict[str, float] | None = None, min_rank: int = 1) -> dict[str, int]:
+    """Ranks per unit name so that fixed_params + sum params <= budget, least damage."""
+    weights = weights or {}
+    table = [options(u, weights.get(u.name, 1.0), min_rank) for u in units]
+    floor = fixed_params + sum(min(o.params for o in opts) for opts in table)
+    if floor > budget:
+        raise KaldiCompressError(f"cannot reach {budget} parameters: compressing every layer "
+                                 f"as far as allowed still leaves {floor}")
+
+    def choose(lam: float) -> list[Option]:
+        return [min(opts, key=lambda o: (o.damage + lam * o.params, o.params)) for opts in table]
+
+    def total(choice: list[Option]) -> int:
+        return fixed_params + sum(o.params for o in choice)
+
+    lo, hi = 0.0, 1.0
+    while total(choose(hi)) > budget:
+        hi *= 4.0
+        if hi > 1e12:
+            break
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if total(choose(mid)) > budget:
+            lo = mid
+        else:
+            hi = mid
+    choice = choose(hi)
+    if total(choice) > budget:  # ties at the boundary: take the cheapest options
+        choice = [min(opts, key=lambda o: o.params) for opts in table]
+    choice = _spend_leftover(table, choice, budget - total(choice))
+    return {u.name: o.rank for u, o in zip(units, choice)}
+
+
+def _spend_leftover(table: list[list[Option]], choice: list[Option], slack: int) -> list[Option]:
+    """Greedily move units to less-damaging options while the budget allows."""
+    choice = list(choice)
+    while True:
+        best, best_gain = None, 0.0
+        for i, opts in enumerate(table):
+            cur = choice[i]
+            for o in opts:
+                extra = o.params - cur.params
+                gain = cur.damage - o.damage
+                if 0 < extra <= slack and gain > 0 and gain / extra > best_gain:
+                    best, best_gain = (i, o), gain / extra
+        if best is None:
+            return choice
+        i, o = best
+        slack -= o.params - choice[i].params
+        choice[i] = o

@@ -1,0 +1,99 @@
+"""Truncated SVD factorizations of weight matrices.
+
+For W (m x n) with SVD W = U diag(s) V^T (s descending), the best rank-k
+approximation in Frobenius norm (Eckart-Young) is W_k = U_k diag(s_k) V_k^T and
+
+    ||W - W_k||_F / ||W||_F = sqrt(sum_{i>k} s_i^2 / sum_i s_i^2).
+
+Data-aware ("whitened") truncation minimises the error on actual inputs x instead,
+E||(W - W_k) x||^2 = ||(W - W_k) C^{1/2}||_F^2 with C = E[x x^T]: take the SVD of
+W C^{1/2} = U diag(s) V^T and W_k = U_k diag(s_k) V_k^T C^{-1/2}.  The discarded
+s_i^2 are then output energy.  LAPACK gesdd (numpy's default) computes the SVDs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Spectrum:
+    """SVD of W (optionally whitened by an input second-moment matrix C).
+
+    ``u``, ``s``, ``vt`` satisfy W G = u diag(s) vt, where G = C^{1/2} (identity
+    when weights-only) and ``g_inv`` = G^{-1}.
+    """
+    u: np.ndarray
+    s: np.ndarray
+    vt: np.ndarray
+    g_inv: np.ndarray | None = None
+
+    @property
+    def energy(self) -> np.ndarray:
+        return self.s.astype(np.float64) ** 2
+
+    def discarded(self, k: int) -> float:
+        """Squared error of the rank-k truncation (sum of the discarded s_i^2)."""
+        return float(self.energy[k:].sum())
+
+    def relative_error(self, k: int) -> float:
+        total = float(self.energy.sum())
+        return float(np.sqrt(self.discarded(k) / total)) if total > 0 else 0.0
+
+    def rank_for_energy(self, threshold: float) -> int:
+        """Kaldi's energy rule: the smallest k with sum_{i<k} s_i^2 >= threshold * total."""
+        e = self.energy
+        cum = np.cumsum(e)
+        k = int(np.searchsorted(cum, threshold * cum[-1], side="left")) + 1
+        return min(k, len(e))
+
+    def factors(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(A, B) with W ~= B A, A = diag(sqrt s_k) V_k^T G^{-1} (k x n), B = U_k diag(sqrt s_k)
+        (m x k): the singular values are split evenly, as Kaldi's apply-svd does."""
+        r = np.sqrt(self.s[:k])
+        a = r[:, None] * self.vt[:k]
+        if self.g_inv is not None:
+            a = a @ self.g_inv
+        return a, self.u[:, :k] * r[None, :]
+
+    def projection(self, k: int) -> np.ndarray:
+        """P (k x n) with orthonormal rows spanning the row space of the rank-k factor A."""
+        a = self.vt[:k] if self.g_inv is None else self.vt[:k] @ self.g_inv
+        if self.g_inv is None:
+            return a
+        q, _ = np.linalg.qr(a.T)
+        return q.T
+
+
+def spectrum(w: np.ndarray, second_moment: np.ndarray | None = None,
+             ridge: float = 1e-6) -> Spectrum:
+    """SVD of ``w`` (float64 internally), whitened by ``second_moment`` if given."""
+    w = np.asarray(w, dtype=np.float64)
+    if second_moment is None:
+        u, s, vt = np.linalg.svd(w, full_matrices=False)
+        return Spectrum(u, s, vt)
+    g, g_inv = sqrt_and_inverse(second_moment, ridge)
+    u, s, vt = np.linalg.svd(w @ g, full_matrices=False)
+    return Spectrum(u, s, vt, g_inv)
+
+
+def sqrt_and_inverse(c: np.ndarray, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric C^{1/2} and C^{-1/2} of a PSD matrix, eigenvalues floored at
+    ``ridge`` times the mean eigenvalue."""
+    c = np.asarray(c, dtype=np.float64)
+    c = 0.5 * (c + c.T)
+    lam, q = np.linalg.eigh(c)
+    floor = ridge * max(float(lam.mean()), 1e-30)
+    lam = np.maximum(lam, floor)
+    return (q * np.sqrt(lam)) @ q.T, (q / np.sqrt(lam)) @ q.T
+
+
+def least_squares_right(w: np.ndarray, p: np.ndarray,
+                        second_moment: np.ndarray | None = None) -> np.ndarray:
+    """B minimising ||(W - B P) C^{1/2}||_F for fixed P with orthonormal rows:
+    B = W C P^T (P C P^T)^{-1}  (= W P^T when C is the identity)."""
+    if second_moment is None:
+        return w @ p.T
+    cp = second_moment @ p.T
+    return np.linalg.solve((p @ cp).T, (w @ cp).T).T
