@@ -9,9 +9,11 @@ import sys
 import warnings
 
 from ..errors import KaldiCompressError
-from . import compare, copy, info, svd, wer
+from . import compute  # noqa: I001  (first: sets the OpenMP wait policy before torch loads)
+from . import compare, copy, fidelity, info, svd, wer
 
-COMMANDS = {"info": info, "copy": copy, "svd": svd, "wer": wer, "compare": compare}
+COMMANDS = {"info": info, "copy": copy, "svd": svd, "compute": compute,
+            "fidelity": fidelity, "wer": wer, "compare": compare}
 
 
 def kaldi_bool(value: str) -> bool:

@@ -1,0 +1,53 @@
+"""``kaldi-compress fidelity BASE OTHER --model-dir DIR --data DIR``: output agreement.
+
+Computes both networks' outputs on the model directory's features (MFCC and
+online i-vectors) of every wav in the data directory and reports the output SNR,
+the best-pdf agreement and the KL divergence of the softmaxed outputs.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+from ..nnet3 import read_model
+
+
+def add_parser(sub, kaldi_bool) -> None:
+    p = sub.add_parser("fidelity", help="compare two networks' outputs on speech",
+                       description="Compare OTHER's outputs with BASE's on the wavs of a "
+                       "data directory: output SNR (dB), best-pdf agreement (%) and KL "
+                       "divergence of the softmaxed outputs (nats/frame).")
+    p.add_argument("--model-dir", required=True, metavar="DIR",
+                   help="Vosk-style model directory (conf/mfcc.conf, ivector/) for features")
+    p.add_argument("--data", required=True, metavar="DIR", help="directory of 16 kHz *.wav")
+    p.add_argument("--frames-per-chunk", type=int, default=50, metavar="N")
+    p.add_argument("--frame-subsampling-factor", type=int, default=0, metavar="N",
+                   help="default: conf/model.conf's value, else 1")
+    p.add_argument("--dither", type=float, default=None, metavar="F",
+                   help="MFCC dither (default: conf/mfcc.conf's, else Kaldi's 1; 0 for "
+                   "deterministic features)")
+    p.add_argument("--json", type=kaldi_bool, default=False, metavar="BOOL",
+                   help="print one JSON object instead")
+    p.add_argument("--num-threads", type=int, default=0, metavar="N",
+                   help="torch CPU threads (default: one per core)")
+    p.add_argument("base", help="reference model (.mdl or .raw)")
+    p.add_argument("other", help="model to compare with it")
+
+
+def run(args) -> int:
+    from .compute import set_threads   # first: it sets OMP_WAIT_POLICY before torch loads
+    from ..compute.fidelity import fidelity
+
+    set_threads(args.num_threads)
+    result = fidelity(read_model(args.base).nnet, read_model(args.other).nnet,
+                      args.model_dir, args.data, args.frames_per_chunk,
+                      args.frame_subsampling_factor or None, args.dither)
+    if args.json:
+        d = result.as_dict()
+        d["snr_db"] = None if math.isinf(d["snr_db"]) else d["snr_db"]
+        print(json.dumps(d, indent=1))
+    else:
+        print(f"utterances: {result.utterances}\nframes: {result.frames}\n"
+              f"snr-db: {result.snr_db:.2f}\nbest-pdf-agreement: {result.agreement:.2f}%\n"
+              f"kl-divergence: {result.kl:.6g}")
+    return 0

@@ -1,0 +1,84 @@
+"""The layer interface and the row-gathering helpers shared by all layers."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ...nnet3 import components as C
+
+Avail = Callable[[np.ndarray], np.ndarray]
+FLOAT = torch.float32
+
+
+def float_tensor(arr) -> torch.Tensor:
+    """A float32 copy of an array."""
+    return torch.tensor(np.asarray(arr, dtype=np.float32))
+
+
+def rows_of(times: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Row of each wanted time in the sorted array ``times`` (-1 where absent)."""
+    rows = np.searchsorted(times, wanted)
+    rows = np.minimum(rows, max(len(times) - 1, 0))
+    found = (times[rows] == wanted) if len(times) else np.zeros(wanted.shape, bool)
+    return np.where(found, rows, -1)
+
+
+def gather_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """x[:, rows] along time, where row index T_in (= x.shape[1]) is a zero row."""
+    if rows.numel() and int(rows.max()) >= x.shape[1]:
+        x = torch.cat([x, x.new_zeros(x.shape[0], 1, *x.shape[2:])], dim=1)
+    return x.index_select(1, rows.reshape(-1)).reshape(x.shape[0], *rows.shape, *x.shape[2:])
+
+
+def zero_padded(rows: np.ndarray, num_in: int) -> torch.Tensor:
+    """Row indexes with -1 (absent) replaced by num_in, the zero row of gather_rows."""
+    return torch.as_tensor(np.where(rows < 0, num_in, rows), dtype=torch.long)
+
+
+class Layer(torch.nn.Module):
+    """A component that maps frame t to frame t; subclasses define ``forward``.
+
+    ``tokens`` maps the tensor attributes copied from the component to their Kaldi
+    tokens (written back by :meth:`write_back`).
+    """
+
+    def __init__(self, comp: C.Component):
+        super().__init__()
+        self.comp = comp
+        self.tokens: dict[str, str] = {}
+
+    def _register(self, name: str, token: str) -> None:
+        """A parameter (updatable components) or buffer initialised from ``token``."""
+        value = float_tensor(self.comp[token])
+        self.tokens[name] = token
+        if self.comp.is_updatable:
+            self.register_parameter(name, torch.nn.Parameter(value, requires_grad=False))
+        else:
+            self.register_buffer(name, value)
+
+    @property
+    def time_simple(self) -> bool:
+        """True when output frame t depends on input frame t only."""
+        return True
+
+    def computable(self, t: np.ndarray, avail: Avail) -> np.ndarray:
+        return avail(t)
+
+    def input_times(self, t: np.ndarray, avail: Avail) -> np.ndarray:
+        """The input times used by the (computable) output times ``t``."""
+        return t
+
+    def index(self, t_out: np.ndarray, t_in: np.ndarray, avail: Avail):
+        return None
+
+    def forward(self, x: torch.Tensor, index=None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def write_back(self) -> None:
+        """Store the current parameter values in the Kaldi component."""
+        for name, token in self.tokens.items():
+            old = self.comp[token]
+            new = getattr(self, name).detach().cpu().numpy().reshape(old.shape)
+            self.comp.set(token, new.astype(old.dtype))

@@ -1,0 +1,45 @@
+"""A Vosk-style model directory's front end: wav -> MFCC [+ online i-vectors].
+
+The directory holds ``conf/mfcc.conf``, optionally ``conf/model.conf`` (read for
+``--frame-subsampling-factor``) and, for i-vector models, ``ivector/`` (see
+:meth:`OnlineIvectorConfig.from_model_dir`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import KaldiCompressError
+from .frontend import MfccConfig, wav_mfcc
+from .ivector import OnlineIvectorConfig, OnlineIvectorExtractor
+from .options import get_int, read_options
+
+
+class ModelDirFrontEnd:
+    """Features for the network of a Vosk-style model directory."""
+
+    def __init__(self, model_dir: str | Path, dither: float | None = None):
+        """``dither`` overrides the MFCC config's (Kaldi's default is 1; 0 is deterministic)."""
+        d = Path(model_dir)
+        if not (d / "conf" / "mfcc.conf").is_file():
+            raise KaldiCompressError(f"{d}: not a model directory (no conf/mfcc.conf)")
+        extra = {} if dither is None else {"dither": repr(float(dither))}
+        self.mfcc = MfccConfig.from_file(d / "conf" / "mfcc.conf", **extra)
+        model_conf = d / "conf" / "model.conf"
+        opts = read_options(model_conf) if model_conf.is_file() else {}
+        self.frame_subsampling_factor = get_int(opts, "frame-subsampling-factor", 1)
+        self.ivectors = None
+        if (d / "ivector" / "final.ie").is_file():
+            self.ivectors = OnlineIvectorExtractor(OnlineIvectorConfig.from_model_dir(d))
+
+    @property
+    def ivector_period(self) -> int:
+        return self.ivectors.cfg.ivector_period if self.ivectors else 0
+
+    def features(self, wav: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+        """(MFCC frames, online i-vectors or None) of a wav file."""
+        feats = wav_mfcc(wav, self.mfcc)
+        if len(feats) == 0:
+            raise KaldiCompressError(f"{wav}: too short for a single frame")
+        return feats, (self.ivectors.extract(feats) if self.ivectors else None)
