@@ -73,11 +73,11 @@ def run(args) -> int:
                           progress=sys.stderr.isatty())
         opts.check()
         if args.calibration_data:
-            from ..compress.calibrate import second_moments
+            from ..compress.calibrate import calibrate
             if not args.model_dir:
                 raise KaldiCompressError("--calibration-data needs --model-dir")
-            opts.second_moments = second_moments(model, args.model_dir, args.calibration_data,
-                                                 max_utts=args.max_utts)
+            opts.stats = calibrate(model, args.model_dir, args.calibration_data,
+                                   max_utts=args.max_utts)
         reports = svd_compress(model.nnet, opts)
         print(format_report(reports), file=sys.stderr, end="")
     after = model.nnet.num_parameters

@@ -1,9 +1,11 @@
 """Choosing a rank per unit to meet a global parameter budget.
 
 Each unit u offers options (rank k, parameters p_u(k), damage e_u(k)), where the
-damage is the unit's relative squared error: the fraction of its output energy
-(weights-only: of its weights' energy) that the truncation discards,
-e_u(k) = sum_{i>k} s_i^2 / sum_i s_i^2, times an optional per-unit weight.  We
+damage is the energy the truncation discards, e_u(k) = c_u sum_{i>k} s_i^2, times
+an optional per-unit weight.  Weights-only, c_u = 1 / sum_i s_i^2 (the relative
+squared error of the weights); data-aware, the s_i come from the output-weighted,
+input-whitened SVD and c_u = 1 / (number of outputs): the mean squared output error
+in units of each output's standard deviation, comparable across layers.  We
 minimise sum_u e_u(k_u) subject to sum_u p_u(k_u) <= budget by Lagrangian
 relaxation: for a multiplier lam each unit independently takes
 argmin_k e_u(k) + lam p_u(k); bisection finds the smallest lam that meets the
@@ -31,8 +33,7 @@ class Option:
 def options(unit: Unit, weight: float = 1.0, min_rank: int = 1) -> list[Option]:
     """The unit's choices: unchanged, or any rank whose rewrite saves parameters."""
     e = unit.spec.energy
-    total = float(e.sum()) or 1.0
-    tail = np.concatenate([np.cumsum(e[::-1])[::-1], [0.0]]) / total
+    tail = np.concatenate([np.cumsum(e[::-1])[::-1], [0.0]]) * unit.damage_scale
     opts = [Option(unit.full_rank, unit.params_before, 0.0)]
     for k in range(max(1, min_rank), unit.full_rank):
         p = unit.params_at(k)

@@ -81,7 +81,9 @@ class Unit:
     batchnorm: str | None = None       # bottleneck: BatchNorm node folded away
     counts: bool = True                # whether its parameters count (not FixedAffine)
     weight_entries: int = 0            # affine/tdnn: entries of W
+    out_dim: int = 0                   # outputs (summed over consumers)
     spec: Spectrum | None = field(default=None, repr=False)
+    damage_scale: float = 1.0          # set with the spectrum (see compute_spectrum)
 
     def shrinkage(self, k: int) -> float:
         """Kaldi's shrinkage ratio: weights after / weights before (biases ignored)."""
@@ -145,13 +147,14 @@ def _single(node: Node, comp: Component) -> Unit | None:
         w = weight(comp)
         out, cols = w.shape
         return Unit("tdnn", node.component, node.name, (node.component,), min(out, cols),
-                    counted(comp), cols + out, len(bias(comp)), weight_entries=out * cols)
+                    counted(comp), cols + out, len(bias(comp)), weight_entries=out * cols,
+                    out_dim=out)
     if isinstance(comp, AFFINE_TYPES) or (isinstance(comp, TdnnComponent)
                                           and comp.time_offsets == [0]):
         out, inp = weight(comp).shape
         return Unit("affine", node.component, node.name, (node.component,), min(out, inp),
                     counted(comp), inp + out, len(bias(comp)),
-                    counts=comp.is_updatable, weight_entries=out * inp)
+                    counts=comp.is_updatable, weight_entries=out * inp, out_dim=out)
     return None
 
 
@@ -176,18 +179,19 @@ def _bottleneck(nnet: Nnet, node: Node, comp: Component, users, comp_of) -> Unit
     mid, cols = weight(comp).shape
     per_rank = cols
     params = counted(comp)
-    fixed = 0
+    fixed = out_dim = 0
     for r in readers:
         c = comp_of[r.name]
         out = weight(c).shape[0]
         per_rank += out * len(offsets(c))
         params += counted(c)
         fixed += len(bias(c))
+        out_dim += out
     names = (node.component,) + ((bn_node.component,) if bn_node else ()) + \
         tuple(r.component for r in readers)
     return Unit("bottleneck", node.component, node.name, names, mid, params, per_rank, fixed,
                 consumers=tuple(r.name for r in readers),
-                batchnorm=bn_node.name if bn_node else None)
+                batchnorm=bn_node.name if bn_node else None, out_dim=out_dim)
 
 
 # ---------------------------------------------------------------------------
@@ -220,8 +224,20 @@ def unit_matrix(nnet: Nnet, unit: Unit) -> np.ndarray:
     return weight(nnet.components[unit.name])
 
 
-def compute_spectrum(nnet: Nnet, unit: Unit, second_moment: np.ndarray | None = None) -> Spectrum:
-    unit.spec = spectrum(unit_matrix(nnet, unit), second_moment)
+def compute_spectrum(nnet: Nnet, unit: Unit, stats=None) -> Spectrum:
+    """The unit's (weighted, whitened) spectrum; ``stats`` is a calibrate.UnitStats or None.
+
+    Also sets ``unit.damage_scale``: the budget's damage of a truncation is its
+    discarded energy times this -- 1 / total energy weights-only (the relative squared
+    error), 1 / number of outputs when data-aware (the mean squared error per output,
+    in units of that output's standard deviation)."""
+    w = unit_matrix(nnet, unit)
+    if stats is None:
+        unit.spec = spectrum(w)
+        unit.damage_scale = 1.0 / max(float(unit.spec.energy.sum()), 1e-30)
+    else:
+        unit.spec = spectrum(w, stats.moment, stats.row_weight)
+        unit.damage_scale = 1.0 / unit.out_dim
     return unit.spec
 
 
@@ -248,12 +264,12 @@ def _with_weight(comp: Component, w: np.ndarray, b: np.ndarray | None = None) ->
     return new
 
 
-def apply_rank(nnet: Nnet, unit: Unit, k: int, second_moment: np.ndarray | None = None) -> None:
-    """Rewrite ``unit`` in place at rank ``k`` (its spectrum must be computed)."""
+def apply_rank(nnet: Nnet, unit: Unit, k: int, stats=None) -> None:
+    """Rewrite ``unit`` in place at rank ``k`` (with ``stats`` when data-aware)."""
     if unit.spec is None:
-        compute_spectrum(nnet, unit, second_moment)
+        compute_spectrum(nnet, unit, stats)
     if unit.kind == "bottleneck":
-        _apply_bottleneck(nnet, unit, k, second_moment)
+        _apply_bottleneck(nnet, unit, k, None if stats is None else stats.moment)
     else:
         _apply_split(nnet, unit, k)
 

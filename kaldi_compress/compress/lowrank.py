@@ -6,9 +6,11 @@ approximation in Frobenius norm (Eckart-Young) is W_k = U_k diag(s_k) V_k^T and
     ||W - W_k||_F / ||W||_F = sqrt(sum_{i>k} s_i^2 / sum_i s_i^2).
 
 Data-aware ("whitened") truncation minimises the error on actual inputs x instead,
-E||(W - W_k) x||^2 = ||(W - W_k) C^{1/2}||_F^2 with C = E[x x^T]: take the SVD of
-W C^{1/2} = U diag(s) V^T and W_k = U_k diag(s_k) V_k^T C^{-1/2}.  The discarded
-s_i^2 are then output energy.  LAPACK gesdd (numpy's default) computes the SVDs.
+with each output row weighted by d (e.g. 1 / its standard deviation on the data):
+E||D (W - W_k) x||^2 = ||D (W - W_k) C^{1/2}||_F^2 with C = E[x x^T], D = diag(d).
+Take the SVD of D W C^{1/2} = U diag(s) V^T; then
+W_k = D^{-1} U_k diag(s_k) V_k^T C^{-1/2}, and the discarded s_i^2 are the weighted
+output error.  LAPACK gesdd (numpy's default) computes the SVDs.
 """
 from __future__ import annotations
 
@@ -21,13 +23,14 @@ import numpy as np
 class Spectrum:
     """SVD of W (optionally whitened by an input second-moment matrix C).
 
-    ``u``, ``s``, ``vt`` satisfy W G = u diag(s) vt, where G = C^{1/2} (identity
-    when weights-only) and ``g_inv`` = G^{-1}.
+    ``u``, ``s``, ``vt`` satisfy D W G = u diag(s) vt, where G = C^{1/2} and D =
+    diag(``row_weight``) (identities when weights-only) and ``g_inv`` = G^{-1}.
     """
     u: np.ndarray
     s: np.ndarray
     vt: np.ndarray
     g_inv: np.ndarray | None = None
+    row_weight: np.ndarray | None = None
 
     @property
     def energy(self) -> np.ndarray:
@@ -55,7 +58,10 @@ class Spectrum:
         a = r[:, None] * self.vt[:k]
         if self.g_inv is not None:
             a = a @ self.g_inv
-        return a, self.u[:, :k] * r[None, :]
+        b = self.u[:, :k] * r[None, :]
+        if self.row_weight is not None:
+            b = b / self.row_weight[:, None]
+        return a, b
 
     def projection(self, k: int) -> np.ndarray:
         """P (k x n) with orthonormal rows spanning the row space of the rank-k factor A."""
@@ -67,15 +73,18 @@ class Spectrum:
 
 
 def spectrum(w: np.ndarray, second_moment: np.ndarray | None = None,
-             ridge: float = 1e-6) -> Spectrum:
-    """SVD of ``w`` (float64 internally), whitened by ``second_moment`` if given."""
+             row_weight: np.ndarray | None = None, ridge: float = 1e-6) -> Spectrum:
+    """SVD of ``w`` (float64 internally), whitened by ``second_moment`` and with rows
+    weighted by ``row_weight`` if given."""
     w = np.asarray(w, dtype=np.float64)
+    if row_weight is not None:
+        w = w * row_weight[:, None]
     if second_moment is None:
         u, s, vt = np.linalg.svd(w, full_matrices=False)
-        return Spectrum(u, s, vt)
+        return Spectrum(u, s, vt, None, row_weight)
     g, g_inv = sqrt_and_inverse(second_moment, ridge)
     u, s, vt = np.linalg.svd(w @ g, full_matrices=False)
-    return Spectrum(u, s, vt, g_inv)
+    return Spectrum(u, s, vt, g_inv, row_weight)
 
 
 def sqrt_and_inverse(c: np.ndarray, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +100,8 @@ def sqrt_and_inverse(c: np.ndarray, ridge: float = 1e-6) -> tuple[np.ndarray, np
 
 def least_squares_right(w: np.ndarray, p: np.ndarray,
                         second_moment: np.ndarray | None = None) -> np.ndarray:
-    """B minimising ||(W - B P) C^{1/2}||_F for fixed P with orthonormal rows:
+    """B minimising ||D (W - B P) C^{1/2}||_F for fixed P with orthonormal rows and any
+    diagonal D > 0 (each row is its own least-squares problem):
     B = W C P^T (P C P^T)^{-1}  (= W P^T when C is the identity)."""
     if second_moment is None:
         return w @ p.T

@@ -18,6 +18,7 @@ from ..nnet3 import Nnet
 from ..nnet3.components.base import match_glob
 from .budget import allocate
 from .layers import Unit, apply_rank, compute_spectrum, find_units, unit_matrix
+from .lowrank import least_squares_right
 
 
 @dataclass
@@ -28,7 +29,7 @@ class SvdOptions:
     param_ratio: float | None = None
     target_params: int | None = None
     shrinkage_threshold: float = 1.0
-    second_moments: dict[str, np.ndarray] | None = None   # data-aware: per unit node
+    stats: dict | None = None      # data-aware: calibrate.UnitStats per unit node
     weights: dict[str, float] = field(default_factory=dict)  # budget damage weights
     progress: bool = False
 
@@ -88,7 +89,7 @@ def svd_compress(nnet: Nnet, opts: SvdOptions) -> list[LayerReport]:
             raise KaldiCompressError(f"--components={opts.components} matches no component")
         raise KaldiCompressError(f"--components={opts.components} matches {len(matched)} "
                                  "components but none that can be factorized")
-    moments = opts.second_moments or {}
+    stats = opts.stats or {}
     it = units
     if opts.progress:
         from tqdm import tqdm
@@ -96,18 +97,19 @@ def svd_compress(nnet: Nnet, opts: SvdOptions) -> list[LayerReport]:
     shapes = {}
     for u in it:
         shapes[u.name] = _shape(nnet, u)
-        compute_spectrum(nnet, u, moments.get(u.node))
+        compute_spectrum(nnet, u, stats.get(u.node))
     ranks = _choose_ranks(nnet, units, opts)
     reports = []
     for u in units:
         k = ranks[u.name]
         after = u.params_at(k) if k < u.full_rank else u.params_before
+        st = stats.get(u.node)
         if k < u.full_rank:
-            werr = _weight_error(nnet, u, k, moments.get(u.node))
-            oerr = u.spec.relative_error(k) if u.node in moments else None
-            apply_rank(nnet, u, k, moments.get(u.node))
+            werr = _weight_error(nnet, u, k, st)
+            oerr = u.spec.relative_error(k) if st is not None else None
+            apply_rank(nnet, u, k, st)
         else:
-            werr, oerr = 0.0, (0.0 if u.node in moments else None)
+            werr, oerr = 0.0, (0.0 if st is not None else None)
         reports.append(LayerReport(u.name, u.describe(), shapes[u.name], u.full_rank, k,
                                    u.params_before, after, werr, oerr))
     return reports
@@ -130,15 +132,14 @@ def _choose_ranks(nnet: Nnet, units: list[Unit], opts: SvdOptions) -> dict[str, 
     return ranks
 
 
-def _weight_error(nnet: Nnet, unit: Unit, k: int, moment) -> float:
+def _weight_error(nnet: Nnet, unit: Unit, k: int, stats) -> float:
     """Relative Frobenius error of the unit's matrix after truncation to rank k."""
-    if moment is None:
+    if stats is None:
         return unit.spec.relative_error(k)
     w = unit_matrix(nnet, unit).astype(np.float64)
     if unit.kind == "bottleneck":
-        from .lowrank import least_squares_right
         p = unit.spec.projection(k)
-        approx = least_squares_right(w, p, moment) @ p
+        approx = least_squares_right(w, p, stats.moment) @ p
     else:
         a, b = unit.spec.factors(k)
         approx = b @ a

@@ -69,6 +69,9 @@ class NnetForward(torch.nn.Module):
         self.ivector_dim = dims.get("ivector") if "ivector" in used else None
         self.output_dim = dims[output]
         self._plans: dict[Geometry, Plan] = {}
+        # Called as observer(node, layer input, node output) after every step, e.g. to
+        # collect activation statistics; None for plain evaluation.
+        self.observer = None
 
     def plan(self, geometry: Geometry) -> Plan:
         """The (cached) plan of a chunk geometry."""
@@ -101,8 +104,11 @@ class NnetForward(torch.nn.Module):
             values[name] = feats.new_zeros(batch, num, dim)
         for step, free in zip(plan.steps, plan.free_after):
             x = self._eval_parts(step.parts, values, batch)
+            x_in = x
             if step.layer_id is not None:
                 x = self.layers[step.layer_id](x, step.index)
+            if self.observer is not None:
+                self.observer(step.node, x_in, x)
             if step.rows is None:
                 values[step.node] = x
             else:

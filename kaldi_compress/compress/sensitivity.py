@@ -1,0 +1,57 @@
+"""How much a unit's local error grows by the time it reaches the network output.
+
+A truncation's local damage e_u (mean squared output error of the unit, in units
+of each output's standard deviation; see :mod:`.layers`) is not what decoding
+sees: errors in early layers pass through many more layers.  We measure the gain
+g_u = E_out / e_u empirically: truncate one unit at a time to the rank whose
+relative output error is about ``probe_error``, run the network on calibration
+audio, and compare its outputs with the original's (E_out: mean squared output
+difference over the output variance).  To first order, output damage is then
+sum_u g_u e_u(k_u), which the budget minimises.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from ..nnet3 import Nnet
+from .layers import Unit, apply_rank, compute_spectrum, find_units
+
+
+def probe_rank(unit: Unit, probe_error: float) -> int:
+    """The smallest rank whose relative output error is at most ``probe_error``."""
+    for k in range(1, unit.full_rank):
+        if unit.spec.relative_error(k) <= probe_error:
+            return k
+    return unit.full_rank - 1
+
+
+def output_gains(nnet: Nnet, stats: dict, utterances, compute_options,
+                 probe_error: float = 0.2, progress: bool = False) -> dict[str, float]:
+    """g_u per unit name, for units with calibration statistics."""
+    from ..compute.chunking import ComputeOptions, SimpleComputer
+
+    def outputs(net: Nnet) -> list[np.ndarray]:
+        return SimpleComputer(net, ComputeOptions(**vars(compute_options))).compute_many(utterances)
+
+    base = outputs(nnet)
+    variance = float(np.concatenate(base).astype(np.float64).var(0).mean())
+    units = [u for u in find_units(nnet) if u.node in stats and u.full_rank > 1]
+    if progress:
+        from tqdm import tqdm
+        units = tqdm(units, desc="sensitivity", unit="layer", file=sys.stderr, leave=False)
+    gains = {}
+    for u in units:
+        work = nnet.copy()
+        probe = next(x for x in find_units(work) if x.name == u.name)
+        spec = compute_spectrum(work, probe, stats[u.node])
+        k = probe_rank(probe, probe_error)
+        local = spec.discarded(k) * probe.damage_scale
+        if local <= 0:
+            continue
+        apply_rank(work, probe, k, stats[u.node])
+        other = outputs(work)
+        err = np.mean([float(((a.astype(np.float64) - b) ** 2).mean()) for a, b in zip(base, other)])
+        gains[u.name] = err / variance / local
+    return gains
