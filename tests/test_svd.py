@@ -184,3 +184,34 @@ def test_svd_cli_writes_model_and_report(ko_mdl, tmp_path):
     doc = json.loads(report.read_text())
     assert doc["params_after"] == read_model(str(out)).nnet.num_parameters
     assert doc["params_after"] <= 0.6 * doc["params_before"] + 0.5
+
+
+def test_data_aware_beats_weights_only_on_calibration_audio(prepared, ko_model_dir, ko_wide_dev):
+    """Same ranks; data-aware (whitened, closed-loop) truncation keeps the outputs closer."""
+    from kaldi_compress.compress.calibrate import load_calibration
+    from kaldi_compress.compute.fidelity import compare_outputs
+    cal = load_calibration(ko_model_dir, [ko_wide_dev], max_utts=4)
+    base = cal.run(prepared.nnet)
+    results = {}
+    for name, calibration in (("weights", None), ("data", cal)):
+        work = reread(prepared)
+        reports = svd_compress(work.nnet, SvdOptions(components="tdnnf*", bottleneck_dim=40,
+                                                     calibration=calibration))
+        assert all(r.rank_after == 40 for r in reports)
+        assert (reports[0].output_error is None) == (calibration is None)
+        results[name] = compare_outputs(base, cal.run(work.nnet))
+    assert results["data"].snr_db > results["weights"].snr_db + 1.0
+    assert results["data"].agreement > results["weights"].agreement
+
+
+def test_data_aware_cli_meets_budget(ko_mdl, ko_model_dir, ko_wide_dev, tmp_path):
+    prepared, out = tmp_path / "p.mdl", tmp_path / "s.mdl"
+    assert run_cli("copy", "--prepare-for-test", ko_mdl, prepared).returncode == 0
+    proc = run_cli("svd", "--param-ratio=0.8", f"--calibration-data={ko_wide_dev}",
+                   f"--model-dir={ko_model_dir}", "--max-utts=3", prepared, out)
+    assert proc.returncode == 0, proc.stderr
+    model = read_model(str(out))
+    assert model.nnet.num_parameters <= 0.8 * read_model(str(prepared)).nnet.num_parameters + 0.5
+    assert "rel.err(out)" in proc.stderr
+    proc = run_cli("svd", "--param-ratio=0.8", f"--calibration-data={ko_wide_dev}", prepared, out)
+    assert proc.returncode == 1 and "needs --model-dir" in proc.stderr

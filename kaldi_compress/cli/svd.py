@@ -27,13 +27,17 @@ def add_parser(sub, kaldi_bool) -> None:
     p.add_argument("--kaldi-compatible", type=kaldi_bool, default=False, metavar="BOOL",
                    help="exactly Kaldi's apply-svd: Affine/NaturalGradientAffine only, "
                    "<name>_a Linear + <name>_b NaturalGradientAffine")
-    p.add_argument("--calibration-data", metavar="DIR",
-                   help="data-aware truncation: a dir of 16 kHz wavs whose activations "
-                   "weight the error (needs --model-dir)")
+    p.add_argument("--calibration-data", metavar="DIR", action="append", default=[],
+                   help="data-aware truncation: a dir of 16 kHz wavs (unlabeled, from the "
+                   "target domain) whose activations weight the error; repeatable; needs "
+                   "--model-dir")
     p.add_argument("--model-dir", metavar="DIR",
                    help="Vosk-style model dir (conf/, ivector/) for features of --calibration-data")
-    p.add_argument("--max-utts", type=int, default=100, metavar="N",
-                   help="calibration utterances to use (default 100)")
+    p.add_argument("--max-utts", type=int, default=120, metavar="N",
+                   help="calibration utterances to use in all (default 120)")
+    p.add_argument("--closed-loop", type=kaldi_bool, default=True, metavar="BOOL",
+                   help="data-aware: refit each layer on the inputs of the already "
+                   "compressed layers below it (default true)")
     p.add_argument("--binary", type=kaldi_bool, default=True, metavar="BOOL",
                    help="write binary (default true)")
     p.add_argument("--report", metavar="FILE", help="also write the per-layer table as JSON")
@@ -70,14 +74,14 @@ def run(args) -> int:
     else:
         opts = SvdOptions(args.components, args.bottleneck_dim, args.energy_threshold,
                           args.param_ratio, args.target_params, args.shrinkage_threshold,
-                          progress=sys.stderr.isatty())
+                          closed_loop=args.closed_loop, progress=sys.stderr.isatty())
         opts.check()
         if args.calibration_data:
-            from ..compress.calibrate import calibrate
+            from ..compress.calibrate import load_calibration
             if not args.model_dir:
                 raise KaldiCompressError("--calibration-data needs --model-dir")
-            opts.stats = calibrate(model, args.model_dir, args.calibration_data,
-                                   max_utts=args.max_utts)
+            opts.calibration = load_calibration(args.model_dir, args.calibration_data,
+                                                max_utts=args.max_utts)
         reports = svd_compress(model.nnet, opts)
         print(format_report(reports), file=sys.stderr, end="")
     after = model.nnet.num_parameters

@@ -82,8 +82,12 @@ class Unit:
     counts: bool = True                # whether its parameters count (not FixedAffine)
     weight_entries: int = 0            # affine/tdnn: entries of W
     out_dim: int = 0                   # outputs (summed over consumers)
+    has_bias: bool = False             # every output has a bias (can absorb a mean)
     spec: Spectrum | None = field(default=None, repr=False)
     damage_scale: float = 1.0          # set with the spectrum (see compute_spectrum)
+    center: np.ndarray | None = field(default=None, repr=False)  # input mean absorbed by biases
+    target_center: np.ndarray | None = field(default=None, repr=False)  # original input mean
+    target: np.ndarray | None = field(default=None, repr=False)  # the matrix decomposed
 
     def shrinkage(self, k: int) -> float:
         """Kaldi's shrinkage ratio: weights after / weights before (biases ignored)."""
@@ -148,13 +152,14 @@ def _single(node: Node, comp: Component) -> Unit | None:
         out, cols = w.shape
         return Unit("tdnn", node.component, node.name, (node.component,), min(out, cols),
                     counted(comp), cols + out, len(bias(comp)), weight_entries=out * cols,
-                    out_dim=out)
+                    out_dim=out, has_bias=bool(len(bias(comp))))
     if isinstance(comp, AFFINE_TYPES) or (isinstance(comp, TdnnComponent)
                                           and comp.time_offsets == [0]):
         out, inp = weight(comp).shape
         return Unit("affine", node.component, node.name, (node.component,), min(out, inp),
                     counted(comp), inp + out, len(bias(comp)),
-                    counts=comp.is_updatable, weight_entries=out * inp, out_dim=out)
+                    counts=comp.is_updatable, weight_entries=out * inp, out_dim=out,
+                    has_bias=bool(len(bias(comp))))
     return None
 
 
@@ -191,7 +196,8 @@ def _bottleneck(nnet: Nnet, node: Node, comp: Component, users, comp_of) -> Unit
         tuple(r.component for r in readers)
     return Unit("bottleneck", node.component, node.name, names, mid, params, per_rank, fixed,
                 consumers=tuple(r.name for r in readers),
-                batchnorm=bn_node.name if bn_node else None, out_dim=out_dim)
+                batchnorm=bn_node.name if bn_node else None, out_dim=out_dim,
+                has_bias=all(len(bias(comp_of[r.name])) for r in readers))
 
 
 # ---------------------------------------------------------------------------
@@ -230,14 +236,31 @@ def compute_spectrum(nnet: Nnet, unit: Unit, stats=None) -> Spectrum:
     Also sets ``unit.damage_scale``: the budget's damage of a truncation is its
     discarded energy times this -- 1 / total energy weights-only (the relative squared
     error), 1 / number of outputs when data-aware (the mean squared error per output,
-    in units of that output's standard deviation)."""
-    w = unit_matrix(nnet, unit)
+    in units of that output's standard deviation).  Data-aware units whose outputs
+    have biases are truncated on the centred input, x - mu (covariance instead of
+    second moment), and the biases absorb the mean exactly: b' = b + W mu_o - W_k mu.
+
+    Closed loop (``stats.cross`` set: the unit's input x differs from the original
+    network's x_o), the decomposed map is the regression of W x_o on x,
+    W Cov(x_o, x) Cov(x)^{-1}, and mu_o = E[x_o]; otherwise mu_o = mu."""
+    w = unit_matrix(nnet, unit).astype(np.float64)
+    unit.center = unit.target_center = None
     if stats is None:
+        unit.target = w
         unit.spec = spectrum(w)
         unit.damage_scale = 1.0 / max(float(unit.spec.energy.sum()), 1e-30)
-    else:
-        unit.spec = spectrum(w, stats.moment, stats.row_weight)
-        unit.damage_scale = 1.0 / unit.out_dim
+        return unit.spec
+    c = stats.covariance() if unit.has_bias else stats.moment
+    if stats.cross is not None:
+        cross = stats.cross if unit.has_bias else \
+            stats.cross + np.outer(stats.target_mean, stats.mean)
+        w = w @ np.linalg.solve(c + 1e-8 * np.trace(c) / len(c) * np.eye(len(c)), cross.T).T
+    if unit.has_bias:
+        unit.center = stats.mean
+        unit.target_center = stats.target_mean if stats.target_mean is not None else stats.mean
+    unit.target = w
+    unit.spec = spectrum(w, c, stats.row_weight)
+    unit.damage_scale = 1.0 / unit.out_dim
     return unit.spec
 
 
@@ -269,30 +292,52 @@ def apply_rank(nnet: Nnet, unit: Unit, k: int, stats=None) -> None:
     if unit.spec is None:
         compute_spectrum(nnet, unit, stats)
     if unit.kind == "bottleneck":
-        _apply_bottleneck(nnet, unit, k, None if stats is None else stats.moment)
+        c = None if stats is None else stats.covariance() if unit.center is not None \
+            else stats.moment
+        _apply_bottleneck(nnet, unit, k, c)
     else:
         _apply_split(nnet, unit, k)
+
+
+def refit_in_place(nnet: Nnet, unit: Unit, stats) -> None:
+    """Closed loop, no truncation: replace the unit's map by its target (the regression
+    of the original outputs on the current inputs, see :func:`compute_spectrum`),
+    keeping its structure and size.  Bottlenecks keep their width (a rotation)."""
+    compute_spectrum(nnet, unit, stats)
+    if unit.kind == "bottleneck":
+        apply_rank(nnet, unit, unit.full_rank, stats)
+        return
+    comp = nnet.components[unit.name]
+    new_bias = None
+    if unit.center is not None:
+        w = weight(comp).astype(np.float64)
+        new_bias = bias(comp) + w @ unit.target_center - unit.target @ unit.center
+    nnet.components[unit.name] = _with_weight(comp, unit.target, new_bias)
 
 
 def _apply_split(nnet: Nnet, unit: Unit, k: int) -> None:
     comp = nnet.components[unit.name]
     a, b = unit.spec.factors(k)
     upd = comp.updatable_config() if comp.is_updatable else {}
+    new_bias = bias(comp)
+    if unit.center is not None:
+        w = weight(comp).astype(np.float64)
+        new_bias = bias(comp) + w @ unit.target_center - (b @ a) @ unit.center
     if isinstance(comp, TdnnComponent):
         first = TdnnComponent.create(a, None, comp.time_offsets, upd,
                                      use_natural_gradient=comp["<UseNaturalGradient>"])
-        second = TdnnComponent.create(b, bias(comp) if len(bias(comp)) else None, [0], upd,
+        second = TdnnComponent.create(b, new_bias if len(new_bias) else None, [0], upd,
                                       use_natural_gradient=comp["<UseNaturalGradient>"])
     elif isinstance(comp, FixedAffineComponent):
         first = FixedAffineComponent.build({"<LinearParams>": a.astype(np.float32),
                                             "<BiasParams>": np.zeros(k, np.float32)})
         second = FixedAffineComponent.build({"<LinearParams>": b.astype(np.float32),
-                                             "<BiasParams>": bias(comp)})
+                                             "<BiasParams>": new_bias.astype(np.float32)})
     elif isinstance(comp, LinearComponent):
         first, second = LinearComponent.create(a, upd), LinearComponent.create(b, upd)
     else:
         first = LinearComponent.create(a, upd)
-        second = NaturalGradientAffineComponent.create(b, bias(comp), upd)
+        second = NaturalGradientAffineComponent.create(b, new_bias, upd)
     split_node(nnet, unit.node, first, second)
 
 
@@ -320,7 +365,7 @@ def split_node(nnet: Nnet, node_name: str, first: Component, second: Component) 
 def _apply_bottleneck(nnet: Nnet, unit: Unit, k: int, second_moment: np.ndarray | None) -> None:
     s_mat, layout, scale, shift = consumer_blocks(nnet, unit)
     p = unit.spec.projection(k)
-    b_stack = least_squares_right(s_mat, p, second_moment)
+    b_stack = least_squares_right(unit.target, p, second_moment)
     producer = nnet.components[unit.name]
     nnet.components[unit.name] = _with_weight(producer, p @ weight(producer).astype(np.float64))
     row = 0
@@ -329,16 +374,24 @@ def _apply_bottleneck(nnet: Nnet, unit: Unit, k: int, second_moment: np.ndarray 
         new_blocks.setdefault(name, []).append(b_stack[row:row + rows])
         row += rows
     mid = unit.full_rank
+    row = 0
     for name in unit.consumers:
         node = nnet.node(name)
         comp = nnet.components[node.component]
         w = weight(comp).astype(np.float64)
         new_b = None
-        if shift is not None:
-            folded = sum(w[:, j * mid:(j + 1) * mid] @ shift for j in range(len(offsets(comp))))
-            new_b = (bias(comp).astype(np.float64) if len(bias(comp)) else 0.0) + folded
+        if shift is not None or unit.center is not None:
             if not len(bias(comp)):
                 raise KaldiCompressError(f"cannot fold a BatchNorm into bias-free {node.component}")
+            new_b = bias(comp).astype(np.float64)
+            for j in range(len(offsets(comp))):
+                rows = slice(row, row + w.shape[0])
+                if shift is not None:
+                    new_b = new_b + w[:, j * mid:(j + 1) * mid] @ shift
+                if unit.center is not None:
+                    new_b = new_b + s_mat[rows] @ unit.target_center \
+                        - b_stack[rows] @ (p @ unit.center)
+                row += w.shape[0]
         nnet.components[node.component] = _with_weight(comp, np.hstack(new_blocks[name]), new_b)
     if unit.batchnorm:
         bn_node = nnet.node(unit.batchnorm)

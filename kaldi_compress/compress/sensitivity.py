@@ -27,14 +27,10 @@ def probe_rank(unit: Unit, probe_error: float) -> int:
     return unit.full_rank - 1
 
 
-def output_gains(nnet: Nnet, stats: dict, utterances, compute_options,
-                 probe_error: float = 0.2, progress: bool = False) -> dict[str, float]:
+def output_gains(nnet: Nnet, stats: dict, calibration, probe_error: float = 0.2,
+                 progress: bool = False) -> dict[str, float]:
     """g_u per unit name, for units with calibration statistics."""
-    from ..compute.chunking import ComputeOptions, SimpleComputer
-
-    def outputs(net: Nnet) -> list[np.ndarray]:
-        return SimpleComputer(net, ComputeOptions(**vars(compute_options))).compute_many(utterances)
-
+    outputs = calibration.run
     base = outputs(nnet)
     variance = float(np.concatenate(base).astype(np.float64).var(0).mean())
     units = [u for u in find_units(nnet) if u.node in stats and u.full_rank > 1]

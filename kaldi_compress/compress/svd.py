@@ -17,8 +17,11 @@ from ..errors import KaldiCompressError
 from ..nnet3 import Nnet
 from ..nnet3.components.base import match_glob
 from .budget import allocate
-from .layers import Unit, apply_rank, compute_spectrum, find_units, unit_matrix
+from .calibrate import closed_loop_stats, record_original, unit_statistics
+from .layers import (Unit, apply_rank, compute_spectrum, find_units, refit_in_place,
+                     unit_matrix)
 from .lowrank import least_squares_right
+from .sensitivity import output_gains
 
 
 @dataclass
@@ -29,7 +32,9 @@ class SvdOptions:
     param_ratio: float | None = None
     target_params: int | None = None
     shrinkage_threshold: float = 1.0
-    stats: dict | None = None      # data-aware: calibrate.UnitStats per unit node
+    calibration: object | None = None   # data-aware: a calibrate.Calibration
+    closed_loop: bool = True            # data-aware: refit each unit on compressed inputs
+    measure_gains: bool = True          # data-aware budget: weight damage by output gains
     weights: dict[str, float] = field(default_factory=dict)  # budget damage weights
     progress: bool = False
 
@@ -89,22 +94,37 @@ def svd_compress(nnet: Nnet, opts: SvdOptions) -> list[LayerReport]:
             raise KaldiCompressError(f"--components={opts.components} matches no component")
         raise KaldiCompressError(f"--components={opts.components} matches {len(matched)} "
                                  "components but none that can be factorized")
-    stats = opts.stats or {}
+    stats, recorder, weights = {}, None, dict(opts.weights)
+    cal = opts.calibration
+    if cal is not None:
+        stats = unit_statistics(nnet, cal)
+        if opts.closed_loop:
+            recorder = record_original(nnet, cal, [u for u in units if u.node in stats])
+    shapes = {}
+    for u in units:
+        shapes[u.name] = _shape(nnet, u)
+        compute_spectrum(nnet, u, stats.get(u.node))
+    budget = opts.param_ratio is not None or opts.target_params is not None
+    if cal is not None and budget and opts.measure_gains and not weights:
+        weights = output_gains(nnet, stats, cal, progress=opts.progress)
+    ranks = _choose_ranks(nnet, units, opts, weights)
     it = units
     if opts.progress:
         from tqdm import tqdm
         it = tqdm(units, desc="svd", unit="layer", file=sys.stderr, leave=False)
-    shapes = {}
+    reports, changed = [], False
     for u in it:
-        shapes[u.name] = _shape(nnet, u)
-        compute_spectrum(nnet, u, stats.get(u.node))
-    ranks = _choose_ranks(nnet, units, opts)
-    reports = []
-    for u in units:
         k = ranks[u.name]
         after = u.params_at(k) if k < u.full_rank else u.params_before
         st = stats.get(u.node)
+        if recorder is not None and st is not None and changed and u.kind != "tdnn":
+            st = closed_loop_stats(nnet, cal, u, recorder, st)
+            if k >= u.full_rank:   # kept, but refitted to undo the errors below it
+                refit_in_place(nnet, u, st)
+            else:
+                compute_spectrum(nnet, u, st)
         if k < u.full_rank:
+            changed = True
             werr = _weight_error(nnet, u, k, st)
             oerr = u.spec.relative_error(k) if st is not None else None
             apply_rank(nnet, u, k, st)
@@ -115,13 +135,14 @@ def svd_compress(nnet: Nnet, opts: SvdOptions) -> list[LayerReport]:
     return reports
 
 
-def _choose_ranks(nnet: Nnet, units: list[Unit], opts: SvdOptions) -> dict[str, int]:
+def _choose_ranks(nnet: Nnet, units: list[Unit], opts: SvdOptions,
+                  weights: dict[str, float]) -> dict[str, int]:
     if opts.param_ratio is not None or opts.target_params is not None:
         total = nnet.num_parameters
         budget = opts.target_params if opts.target_params is not None \
             else int(round(opts.param_ratio * total))
         fixed = total - sum(u.params_before for u in units)
-        return allocate(units, budget, fixed, opts.weights)
+        return allocate(units, budget, fixed, weights)
     ranks = {}
     for u in units:
         k = opts.bottleneck_dim if opts.bottleneck_dim is not None \
@@ -133,13 +154,14 @@ def _choose_ranks(nnet: Nnet, units: list[Unit], opts: SvdOptions) -> dict[str, 
 
 
 def _weight_error(nnet: Nnet, unit: Unit, k: int, stats) -> float:
-    """Relative Frobenius error of the unit's matrix after truncation to rank k."""
+    """Relative Frobenius change of the unit's matrix after the rewrite at rank k."""
     if stats is None:
         return unit.spec.relative_error(k)
     w = unit_matrix(nnet, unit).astype(np.float64)
     if unit.kind == "bottleneck":
         p = unit.spec.projection(k)
-        approx = least_squares_right(w, p, stats.moment) @ p
+        c = stats.covariance() if unit.center is not None else stats.moment
+        approx = least_squares_right(unit.target, p, c) @ p
     else:
         a, b = unit.spec.factors(k)
         approx = b @ a
