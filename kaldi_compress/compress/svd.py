@@ -17,11 +17,9 @@ from ..errors import KaldiCompressError
 from ..nnet3 import Nnet
 from ..nnet3.components.base import match_glob
 from .budget import allocate
-from .calibrate import closed_loop_stats, record_original, unit_statistics
 from .layers import (Unit, apply_rank, compute_spectrum, find_units, refit_in_place,
                      unit_matrix)
 from .lowrank import least_squares_right
-from .sensitivity import output_gains
 
 
 @dataclass
@@ -96,7 +94,9 @@ def svd_compress(nnet: Nnet, opts: SvdOptions) -> list[LayerReport]:
                                  "components but none that can be factorized")
     stats, recorder, weights = {}, None, dict(opts.weights)
     cal = opts.calibration
-    if cal is not None:
+    if cal is not None:  # data-aware: needs the torch forward pass (imported only then)
+        from .calibrate import closed_loop_stats, record_original, unit_statistics
+        from .sensitivity import output_gains
         stats = unit_statistics(nnet, cal)
         if opts.closed_loop:
             recorder = record_original(nnet, cal, [u for u in units if u.node in stats])
