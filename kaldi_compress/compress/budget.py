@@ -16,6 +16,7 @@ factorization only pays below a break-even rank (keep-as-is is an option).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,7 @@ class Option:
     rank: int            # full_rank means "leave unchanged"
     params: int
     damage: float
+    tag: Any = None      # another method's choice (e.g. a TT factorization); None: SVD rank
 
 
 def options(unit: Unit, weight: float = 1.0, min_rank: int = 1) -> list[Option]:
@@ -47,33 +49,40 @@ def allocate(units: list[Unit], budget: int, fixed_params: int,
     """Ranks per unit name so that fixed_params + sum params <= budget, least damage."""
     weights = weights or {}
     table = [options(u, weights.get(u.name, 1.0), min_rank) for u in units]
+    choice = choose(table, budget, fixed_params)
+    return {u.name: o.rank for u, o in zip(units, choice)}
+
+
+def choose(table: list[list[Option]], budget: int, fixed_params: int) -> list[Option]:
+    """One option per unit (any options, e.g. of several methods) so that fixed_params +
+    sum params <= budget with the least total damage (Lagrangian relaxation, then the
+    leftover spent greedily)."""
     floor = fixed_params + sum(min(o.params for o in opts) for opts in table)
     if floor > budget:
         raise KaldiCompressError(f"cannot reach {budget} parameters: compressing every layer "
                                  f"as far as allowed still leaves {floor}")
 
-    def choose(lam: float) -> list[Option]:
+    def pick(lam: float) -> list[Option]:
         return [min(opts, key=lambda o: (o.damage + lam * o.params, o.params)) for opts in table]
 
     def total(choice: list[Option]) -> int:
         return fixed_params + sum(o.params for o in choice)
 
     lo, hi = 0.0, 1.0
-    while total(choose(hi)) > budget:
+    while total(pick(hi)) > budget:
         hi *= 4.0
         if hi > 1e12:
             break
     for _ in range(100):
         mid = 0.5 * (lo + hi)
-        if total(choose(mid)) > budget:
+        if total(pick(mid)) > budget:
             lo = mid
         else:
             hi = mid
-    choice = choose(hi)
+    choice = pick(hi)
     if total(choice) > budget:  # ties at the boundary: take the cheapest options
         choice = [min(opts, key=lambda o: o.params) for opts in table]
-    choice = _spend_leftover(table, choice, budget - total(choice))
-    return {u.name: o.rank for u, o in zip(units, choice)}
+    return _spend_leftover(table, choice, budget - total(choice))
 
 
 def _spend_leftover(table: list[list[Option]], choice: list[Option], slack: int) -> list[Option]:

@@ -13,6 +13,10 @@ bias, truncation works on the centred input (covariance instead of second moment
 and the bias absorbs the mean exactly (see :mod:`.layers`).  ``tdnn`` units (a
 multi-offset layer on its own) keep the weights-only truncation.
 
+A multi-offset consumer y(t) = sum_j F_j h(t + o_j) + b of a bottleneck sees its
+taps together: the statistics of the spliced z = [h(t + o_1); ...; h(t + o_K)]
+(the taps are correlated in time) make its refit an exact least-squares problem.
+
 Closed loop (:func:`closed_loop_stats`): when the units before u are already
 compressed, u's input is x_c rather than the original x_o.  Its new parameters
 should then reproduce the original outputs from x_c: the target map becomes the
@@ -28,22 +32,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..compute.layers import gather_rows
 from ..errors import KaldiCompressError
 from ..nnet3 import Nnet
 from .layers import Unit, find_units, offsets
 
 
 @dataclass
-class UnitStats:
-    """Calibration statistics of one unit (its input x and output spreads)."""
-    moment: np.ndarray        # E[x x^T] of what the truncation acts on
-    mean: np.ndarray          # E[x]
-    row_weight: np.ndarray    # 1 / std of each row of the unit's matrix (its output)
-    cross: np.ndarray | None = None        # closed loop: Cov(x_o, x) with the original x_o
-    target_mean: np.ndarray | None = None  # closed loop: E[x_o]
+class Moments:
+    """E[x x^T] and E[x] of a vector x, and (closed loop) its relation to the
+    original network's x_o on the same frames."""
+    moment: np.ndarray
+    mean: np.ndarray
+    cross: np.ndarray | None = None        # Cov(x_o, x)
+    target_mean: np.ndarray | None = None  # E[x_o]
 
     def covariance(self) -> np.ndarray:
         return self.moment - np.outer(self.mean, self.mean)
+
+
+@dataclass
+class UnitStats(Moments):
+    """Calibration statistics of one unit: its input x, the spreads of its outputs,
+    and the spliced taps of its multi-offset consumers (by consumer node)."""
+    row_weight: np.ndarray | None = None   # 1 / std of each row of the unit's matrix
+    taps: dict[str, Moments] = field(default_factory=dict)
 
 
 @dataclass
@@ -94,23 +107,51 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1]).to(torch.float64)
 
 
-class MomentAccumulator:
-    """Sums x x^T and x of selected node inputs/outputs and the per-dimension first
-    and second moments of selected node outputs (float64), over all rows."""
+def _extract(kind: str, layer_input: torch.Tensor, output: torch.Tensor, index) -> torch.Tensor:
+    """The rows a statistic is about: the step's input, output, or spliced taps."""
+    if kind == "input":
+        return _rows(layer_input)
+    if kind == "output":
+        return _rows(output)
+    return _rows(gather_rows(layer_input, index).flatten(2))
 
-    def __init__(self, inputs_of: set[str], outputs_of: set[str], diag_of: set[str]):
-        self.inputs_of, self.outputs_of, self.diag_of = inputs_of, outputs_of, diag_of
+
+TAPS = "<taps>"
+
+
+def wanted_rows(nnet: Nnet, units: list[Unit]) -> dict[str, tuple[str, str]]:
+    """key -> (node, kind): each unit's vector, and its multi-offset consumers' taps."""
+    out = {}
+    for u in units:
+        out[u.node] = (u.node, "input" if u.kind == "affine" else "output")
+        if u.kind == "bottleneck" and not u.batchnorm:
+            for c in u.consumers:
+                if len(offsets(nnet.components[nnet.node(c).component])) > 1:
+                    out[TAPS + c] = (c, "taps")
+    return out
+
+
+class MomentAccumulator:
+    """Sums x x^T and x of the selected rows (see :func:`wanted_rows`) and the
+    per-dimension first and second moments of selected node outputs (float64)."""
+
+    def __init__(self, wanted: dict[str, tuple[str, str]], diag_of: set[str]):
+        self.by_node: dict[str, list[tuple[str, str]]] = {}
+        for key, (node, kind) in wanted.items():
+            self.by_node.setdefault(node, []).append((key, kind))
+        self.diag_of = diag_of
         self.sums: dict[str, torch.Tensor] = {}
         self.firsts: dict[str, torch.Tensor] = {}
         self.diag: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.counts: dict[str, int] = {}
 
-    def __call__(self, node: str, layer_input: torch.Tensor, output: torch.Tensor) -> None:
-        if node in self.inputs_of or node in self.outputs_of:
-            x = _rows(layer_input if node in self.inputs_of else output)
-            self.sums[node] = self.sums.get(node, 0) + x.T @ x
-            self.firsts[node] = self.firsts.get(node, 0) + x.sum(0)
-            self.counts[node] = self.counts.get(node, 0) + x.shape[0]
+    def __call__(self, node: str, layer_input: torch.Tensor, output: torch.Tensor,
+                 index=None) -> None:
+        for key, kind in self.by_node.get(node, ()):
+            x = _extract(kind, layer_input, output, index)
+            self.sums[key] = self.sums.get(key, 0) + x.T @ x
+            self.firsts[key] = self.firsts.get(key, 0) + x.sum(0)
+            self.counts[key] = self.counts.get(key, 0) + x.shape[0]
         if node in self.diag_of:
             y = _rows(output)
             s1, s2 = self.diag.get(node, (0, 0))
@@ -129,12 +170,19 @@ class MomentAccumulator:
         var = (s2 / n - (s1 / n) ** 2).numpy()
         return 1.0 / np.sqrt(np.maximum(var, 1e-8 * max(float(var.max()), 1e-30)))
 
+    def moments(self, key: str) -> Moments:
+        return Moments(self.moment(key), self.mean(key))
+
     def unit_stats(self, nnet: Nnet, unit: Unit) -> UnitStats:
         if unit.kind == "bottleneck":
-            d = [np.tile(self.inverse_std(c), len(offsets(nnet.components[nnet.node(c).component])))
-                 for c in unit.consumers]
-            return UnitStats(self.moment(unit.node), self.mean(unit.node), np.concatenate(d))
-        return UnitStats(self.moment(unit.node), self.mean(unit.node), self.inverse_std(unit.node))
+            d = np.concatenate([
+                np.tile(self.inverse_std(c), len(offsets(nnet.components[nnet.node(c).component])))
+                for c in unit.consumers])
+            taps = {c: self.moments(TAPS + c) for c in unit.consumers if TAPS + c in self.sums}
+            return UnitStats(self.moment(unit.node), self.mean(unit.node), row_weight=d,
+                             taps=taps)
+        return UnitStats(self.moment(unit.node), self.mean(unit.node),
+                         row_weight=self.inverse_std(unit.node))
 
 
 def data_units(nnet: Nnet) -> list[Unit]:
@@ -145,8 +193,7 @@ def data_units(nnet: Nnet) -> list[Unit]:
 def unit_statistics(nnet: Nnet, calibration: Calibration) -> dict[str, UnitStats]:
     """Open-loop statistics per unit node (see the module docstring)."""
     units = data_units(nnet)
-    acc = MomentAccumulator({u.node for u in units if u.kind == "affine"},
-                            {u.node for u in units if u.kind == "bottleneck"},
+    acc = MomentAccumulator(wanted_rows(nnet, units),
                             {u.node for u in units if u.kind == "affine"}
                             | {c for u in units for c in u.consumers})
     calibration.run(nnet, acc)
@@ -154,57 +201,70 @@ def unit_statistics(nnet: Nnet, calibration: Calibration) -> dict[str, UnitStats
 
 
 class Recorder:
-    """Keeps, in call order, the rows a unit's truncation acts on (float32)."""
+    """Keeps, in call order, the rows of the selected statistics (float32)."""
 
-    def __init__(self, wanted: dict[str, str]):
-        self.wanted = wanted            # node -> "input" | "output"
-        self.rows: dict[str, list[torch.Tensor]] = {n: [] for n in wanted}
+    def __init__(self, wanted: dict[str, tuple[str, str]]):
+        self.wanted = wanted
+        self.by_node: dict[str, list[tuple[str, str]]] = {}
+        for key, (node, kind) in wanted.items():
+            self.by_node.setdefault(node, []).append((key, kind))
+        self.rows: dict[str, list[torch.Tensor]] = {k: [] for k in wanted}
 
-    def __call__(self, node: str, layer_input: torch.Tensor, output: torch.Tensor) -> None:
-        if node in self.wanted:
-            x = layer_input if self.wanted[node] == "input" else output
-            self.rows[node].append(x.reshape(-1, x.shape[-1]).to(torch.float32).clone())
+    def __call__(self, node: str, layer_input: torch.Tensor, output: torch.Tensor,
+                 index=None) -> None:
+        for key, kind in self.by_node.get(node, ()):
+            self.rows[key].append(_extract(kind, layer_input, output, index).to(torch.float32))
 
 
 class CrossAccumulator:
-    """Cov(x_o, x_c), E[x_c x_c^T], E[x_c] of one node against recorded original rows."""
+    """E[x x^T], E[x], Cov(x_o, x), E[x_o] of selected rows against recorded original rows."""
 
-    def __init__(self, node: str, which: str, original: list[torch.Tensor]):
-        self.node, self.which, self.original = node, which, original
-        self.i, self.n = 0, 0
-        self.sxx = self.sox = self.sx = self.so = 0
+    def __init__(self, wanted: dict[str, tuple[str, str]], original: dict[str, list[torch.Tensor]]):
+        self.by_node: dict[str, list[tuple[str, str]]] = {}
+        for key, (node, kind) in wanted.items():
+            self.by_node.setdefault(node, []).append((key, kind))
+        self.original = original
+        self.i = {k: 0 for k in wanted}
+        self.n = {k: 0 for k in wanted}
+        self.s: dict[str, list] = {k: [0, 0, 0, 0] for k in wanted}   # xx, ox, x, o
 
-    def __call__(self, node: str, layer_input: torch.Tensor, output: torch.Tensor) -> None:
-        if node != self.node:
-            return
-        x = _rows(layer_input if self.which == "input" else output)
-        o = self.original[self.i].to(torch.float64)
-        self.i += 1
-        if o.shape != x.shape:
-            raise KaldiCompressError(f"closed-loop calibration: node {node} computed "
-                                     f"{x.shape[0]} rows, the original {o.shape[0]}")
-        self.sxx = self.sxx + x.T @ x
-        self.sox = self.sox + o.T @ x
-        self.sx, self.so, self.n = self.sx + x.sum(0), self.so + o.sum(0), self.n + x.shape[0]
+    def __call__(self, node: str, layer_input: torch.Tensor, output: torch.Tensor,
+                 index=None) -> None:
+        for key, kind in self.by_node.get(node, ()):
+            x = _extract(kind, layer_input, output, index)
+            o = self.original[key][self.i[key]].to(torch.float64)
+            self.i[key] += 1
+            if o.shape != x.shape:
+                raise KaldiCompressError(f"closed-loop calibration: node {node} computed "
+                                         f"{x.shape[0]} rows, the original {o.shape[0]}")
+            acc = self.s[key]
+            acc[0] = acc[0] + x.T @ x
+            acc[1] = acc[1] + o.T @ x
+            acc[2], acc[3] = acc[2] + x.sum(0), acc[3] + o.sum(0)
+            self.n[key] += x.shape[0]
 
-    def stats(self, open_loop: UnitStats) -> UnitStats:
-        n = max(self.n, 1)
-        mean, target = (self.sx / n).numpy(), (self.so / n).numpy()
-        cross = (self.sox / n).numpy() - np.outer(target, mean)
-        return UnitStats((self.sxx / n).numpy(), mean, open_loop.row_weight, cross, target)
+    def moments(self, key: str) -> Moments:
+        n = max(self.n[key], 1)
+        xx, ox, sx, so = self.s[key]
+        mean, target = (sx / n).numpy(), (so / n).numpy()
+        return Moments((xx / n).numpy(), mean, (ox / n).numpy() - np.outer(target, mean), target)
 
 
 def record_original(nnet: Nnet, calibration: Calibration, units: list[Unit]) -> Recorder:
-    rec = Recorder({u.node: "input" if u.kind == "affine" else "output" for u in units})
+    rec = Recorder(wanted_rows(nnet, units))
     calibration.run(nnet, rec)
     return rec
 
 
 def closed_loop_stats(nnet: Nnet, calibration: Calibration, unit: Unit, recorder: Recorder,
                       open_loop: UnitStats) -> UnitStats:
-    """Statistics of ``unit``'s input in the (partly compressed) ``nnet`` against the
-    original network's, recorded by :func:`record_original` on the same data."""
-    which = recorder.wanted[unit.node]
-    acc = CrossAccumulator(unit.node, which, recorder.rows[unit.node])
+    """Statistics of ``unit``'s input (and taps) in the (partly compressed) ``nnet``
+    against the original network's, recorded by :func:`record_original` on the same data."""
+    wanted = {k: v for k, v in recorder.wanted.items()
+              if k == unit.node or (k.startswith(TAPS) and k[len(TAPS):] in unit.consumers)}
+    acc = CrossAccumulator(wanted, recorder.rows)
     calibration.run(nnet, acc)
-    return acc.stats(open_loop)
+    main = acc.moments(unit.node)
+    taps = {k[len(TAPS):]: acc.moments(k) for k in wanted if k != unit.node}
+    return UnitStats(main.moment, main.mean, main.cross, main.target_mean,
+                     row_weight=open_loop.row_weight, taps=taps)

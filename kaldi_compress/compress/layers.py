@@ -292,9 +292,7 @@ def apply_rank(nnet: Nnet, unit: Unit, k: int, stats=None) -> None:
     if unit.spec is None:
         compute_spectrum(nnet, unit, stats)
     if unit.kind == "bottleneck":
-        c = None if stats is None else stats.covariance() if unit.center is not None \
-            else stats.moment
-        _apply_bottleneck(nnet, unit, k, c)
+        _apply_bottleneck(nnet, unit, k, stats)
     else:
         _apply_split(nnet, unit, k)
 
@@ -362,10 +360,28 @@ def split_node(nnet: Nnet, node_name: str, first: Component, second: Component) 
     nnet.components[names[1]] = second
 
 
-def _apply_bottleneck(nnet: Nnet, unit: Unit, k: int, second_moment: np.ndarray | None) -> None:
+def _tap_refit(w: np.ndarray, p: np.ndarray, taps, centred: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Exact least squares for a K-tap consumer y = W z + b, z = [h(t+o_1); ...]:
+    with Q = I_K (x) P, the new weight is B = T S Q^T (Q S Q^T)^{-1}, where S is the
+    (centred) second moment of z and T = W (open loop) or the regression of W z_o on
+    z (closed loop); returns B and the bias correction W E[z_o] - B Q E[z]."""
+    s = taps.covariance() if centred else taps.moment
+    q = np.kron(np.eye(w.shape[1] // p.shape[1]), p)
+    target = w
+    if taps.cross is not None:
+        cross = taps.cross if centred else taps.cross + np.outer(taps.target_mean, taps.mean)
+        target = w @ np.linalg.solve(s + 1e-8 * np.trace(s) / len(s) * np.eye(len(s)), cross.T).T
+    b = least_squares_right(target, q, s)
+    z_o = taps.target_mean if taps.target_mean is not None else taps.mean
+    return b, (w @ z_o - b @ (q @ taps.mean)) if centred else np.zeros(w.shape[0])
+
+
+def _apply_bottleneck(nnet: Nnet, unit: Unit, k: int, stats) -> None:
     s_mat, layout, scale, shift = consumer_blocks(nnet, unit)
     p = unit.spec.projection(k)
-    b_stack = least_squares_right(unit.target, p, second_moment)
+    c = None if stats is None else stats.covariance() if unit.center is not None \
+        else stats.moment
+    b_stack = least_squares_right(unit.target, p, c)
     producer = nnet.components[unit.name]
     nnet.components[unit.name] = _with_weight(producer, p @ weight(producer).astype(np.float64))
     row = 0
@@ -392,7 +408,13 @@ def _apply_bottleneck(nnet: Nnet, unit: Unit, k: int, second_moment: np.ndarray 
                     new_b = new_b + s_mat[rows] @ unit.target_center \
                         - b_stack[rows] @ (p @ unit.center)
                 row += w.shape[0]
-        nnet.components[node.component] = _with_weight(comp, np.hstack(new_blocks[name]), new_b)
+        new_w = np.hstack(new_blocks[name])
+        taps = stats.taps.get(name) if stats is not None else None
+        if taps is not None:
+            new_w, correction = _tap_refit(w, p, taps, unit.center is not None)
+            if unit.center is not None:
+                new_b = bias(comp).astype(np.float64) + correction
+        nnet.components[node.component] = _with_weight(comp, new_w, new_b)
     if unit.batchnorm:
         bn_node = nnet.node(unit.batchnorm)
         nnet.rename_references({unit.batchnorm: unit.node})

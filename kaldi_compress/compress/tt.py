@@ -143,16 +143,20 @@ def to_tt_tensor(w: np.ndarray, shape: TTShape) -> np.ndarray:
     return t.transpose(order).reshape(shape.modes)
 
 
-def _truncated(c: np.ndarray, rank: int | None, delta2: float | None
-               ) -> tuple[np.ndarray, np.ndarray, float]:
-    """(U, U^T C, discarded) for the best approximation U U^T C of C with U orthonormal:
-    rank = the smallest r whose discarded energy sum_{i>r} s_i^2 is <= delta2, capped at
-    ``rank``.  The s_i^2 are the eigenvalues of the Gram matrix of C's short side."""
-    p, q = c.shape
-    wide = p <= q
+def _gram_eig(c: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Eigenvalues (descending, = s_i^2) and eigenvectors of the Gram matrix of the
+    short side of C, and whether C is wide (the vectors are then C's left ones)."""
+    wide = c.shape[0] <= c.shape[1]
     gram = c @ c.T if wide else c.T @ c
     lam, vec = scipy.linalg.eigh(gram, overwrite_a=True, check_finite=False, driver="evd")
-    lam, vec = np.maximum(lam[::-1], 0.0), vec[:, ::-1]      # descending
+    return np.maximum(lam[::-1], 0.0), vec[:, ::-1], wide
+
+
+def _truncate(c: np.ndarray, eig, rank: int | None, delta2: float | None
+              ) -> tuple[np.ndarray, np.ndarray, float]:
+    """(U, U^T C, discarded) for the best approximation U U^T C of C with U orthonormal:
+    the smallest r whose discarded energy sum_{i>r} s_i^2 is <= delta2, capped at ``rank``."""
+    lam, vec, wide = eig
     tail = np.concatenate([np.cumsum(lam[::-1])[::-1], [0.0]])  # tail[r] = sum_{i>=r}
     r = len(lam)
     if delta2 is not None:
@@ -174,26 +178,37 @@ def tt_svd(w: np.ndarray, shape: TTShape, max_rank: int | list[int] | None = Non
     ``max_rank``: a cap on every r_k (or a list r_1..r_{d-1}); ``eps``: truncate each
     unfolding at delta = eps / sqrt(d-1) ||W||_F, so that ||W - TT||_F <= eps ||W||_F.
     Neither: exact (full TT ranks).  Computed in float64."""
+    return tt_svd_many(w, shape, [max_rank], eps)[0]
+
+
+def tt_svd_many(w: np.ndarray, shape: TTShape, max_ranks: list, eps: float | None = None
+                ) -> list[TTMatrix]:
+    """:func:`tt_svd` for several rank caps, sharing the first unfolding's decomposition."""
     w = np.asarray(w, dtype=np.float64)
     if w.shape != (shape.rows, shape.cols):
         raise KaldiCompressError(f"TT shape {shape} is {shape.rows}x{shape.cols}, "
                                  f"the matrix is {w.shape[0]}x{w.shape[1]}")
+    if eps is not None and not 0 <= eps < 1:
+        raise KaldiCompressError(f"TT relative error bound must be in [0, 1), got {eps}")
     d = shape.d
-    caps = _rank_caps(max_rank, d)
     norm2 = float(np.vdot(w, w))
     delta2 = None if eps is None else (eps ** 2 / max(d - 1, 1)) * norm2
-    c = to_tt_tensor(w, shape)
-    modes = shape.modes
-    cores, discarded, r_prev = [], [], 1
-    for k in range(d - 1):
-        c = c.reshape(r_prev * modes[k], -1)
-        u, c, lost = _truncated(c, caps[k], delta2)
-        r = u.shape[1]
-        cores.append(u.reshape(r_prev, shape.out_modes[k], shape.in_modes[k], r))
-        discarded.append(lost)
-        r_prev = r
-    cores.append(c.reshape(r_prev, shape.out_modes[-1], shape.in_modes[-1], 1))
-    return TTMatrix(cores, discarded, norm2)
+    first = to_tt_tensor(w, shape).reshape(shape.modes[0], -1)
+    eig0 = _gram_eig(first) if d > 1 else None
+    out = []
+    for max_rank in max_ranks:
+        caps = _rank_caps(max_rank, d)
+        c, cores, discarded, r_prev = first, [], [], 1
+        for k in range(d - 1):
+            c = c.reshape(r_prev * shape.modes[k], -1)
+            u, c, lost = _truncate(c, eig0 if k == 0 else _gram_eig(c), caps[k], delta2)
+            r = u.shape[1]
+            cores.append(u.reshape(r_prev, shape.out_modes[k], shape.in_modes[k], r))
+            discarded.append(lost)
+            r_prev = r
+        cores.append(c.reshape(r_prev, shape.out_modes[-1], shape.in_modes[-1], 1))
+        out.append(TTMatrix(cores, discarded, norm2))
+    return out
 
 
 def _rank_caps(max_rank, d: int) -> list[int | None]:

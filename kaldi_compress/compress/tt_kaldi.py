@@ -16,14 +16,13 @@ cores still to come.  In Kaldi that is
 After the last core a final Permute puts the axes in the order (i_1, ..., i_d).
 Cores are contracted right to left (j_d first) or left to right, whichever needs
 fewer multiplications.  Rows padded to factor well are trimmed by a dim-range node;
-the layer's bias goes into its own ``PerElementOffsetComponent`` (``FixedBiasComponent``
-when the layer was not trainable), since a RepeatedAffine bias is shared by all blocks.
+the layer's bias goes into its own ``PerElementOffsetComponent``, since a RepeatedAffine
+bias is shared by all blocks.
 A TdnnComponent's time offsets become the descriptor ``Append(Offset(x, o_1), ...)``,
 which is its spliced input, so the TT factorizes the spliced matrix.
 
 Parameters as Kaldi counts them: each RepeatedAffine counts its block and its bias
-(rows of the block), a PerElementOffset its offsets; Permute, dim-range and FixedBias
-nothing.  Index conventions verified with Kaldi: /work/shared/docs/tt_in_kaldi.md.
+(rows of the block), a PerElementOffset its offsets; Permute and dim-range nothing.  Index conventions verified with Kaldi: /work/shared/docs/tt_in_kaldi.md.
 """
 from __future__ import annotations
 
@@ -33,8 +32,7 @@ import numpy as np
 
 from ..errors import KaldiCompressError
 from ..nnet3 import Nnet
-from ..nnet3.components import (Component, FixedBiasComponent,
-                                NaturalGradientRepeatedAffineComponent,
+from ..nnet3.components import (Component, NaturalGradientRepeatedAffineComponent,
                                 PerElementOffsetComponent, PermuteComponent,
                                 RepeatedAffineComponent)
 from ..nnet3.descriptors import (Append, Const, Descriptor, NodeRef, Offset, Scale, Sum)
@@ -65,7 +63,8 @@ def _column_map(sizes: dict[Axis, int], have: list[Axis], want: list[Axis]) -> n
     return idx.transpose([have.index(a) for a in want]).reshape(-1).astype(np.int32)
 
 
-def _plan(shape: TTShape, ranks: tuple[int, ...], order: list[int]) -> tuple[list, int]:
+def _plan(shape: TTShape, ranks: tuple[int, ...], order: list[int]
+          ) -> tuple[list, int, dict[Axis, int]]:
     """(steps without matrices, multiplications per frame) contracting cores in ``order``."""
     d = shape.d
     sizes: dict[Axis, int] = {}
@@ -188,7 +187,7 @@ class TTLayer:
     steps: list[ChainStep]
     out_dim: int                      # rows of the original W (<= padded rows)
     bias: np.ndarray | None           # the layer's bias (None: no bias)
-    updatable: dict | None            # UpdatableComponent settings; None: not trainable
+    updatable: dict                   # UpdatableComponent settings (learning rate, ...)
     natural_gradient: bool = True
 
     @property
@@ -198,61 +197,59 @@ class TTLayer:
 
     @property
     def params(self) -> int:
-        bias = len(self.bias) if self.bias is not None and self.updatable is not None else 0
-        return chain_params(self.steps) + bias
+        return chain_params(self.steps) + (0 if self.bias is None else len(self.bias))
 
 
 def _core_component(step: ChainStep, layer: TTLayer) -> Component:
     cls = NaturalGradientRepeatedAffineComponent if layer.natural_gradient \
         else RepeatedAffineComponent
     return cls.create(step.block, np.zeros(step.block.shape[0]), step.num_repeats,
-                      layer.updatable or {})
+                      layer.updatable)
 
 
-def write_layer(nnet: Nnet, node_name: str, layer: TTLayer, offsets: list[int]) -> list[str]:
-    """Replace component node ``node_name`` by the TT chain; returns the new node names.
-
-    New nodes ``N.tt1, N.tt2, ...`` (components ``C.tt1, ...``), then ``N.tt-trim``
-    (a dim-range node, if rows were padded) and ``N.tt-bias``; every reference to N
-    now reads the last of them, and C is removed if no other node uses it."""
-    node = nnet.node(node_name)
-    comp_name = node.component
-    if layer.updatable is None and any(s.kind == "core" for s in layer.steps):
-        raise KaldiCompressError(f"{comp_name}: a fixed (untrainable) layer cannot be written "
-                                 "as RepeatedAffine components")
-    names = [f"{node_name}.tt{s + 1}" for s in range(len(layer.steps))]
+def chain_nodes(nnet: Nnet, name: str, comp_name: str, descriptor: Descriptor,
+                layer: TTLayer) -> list[Node]:
+    """Add the chain's components to ``nnet`` and return its nodes, reading ``descriptor``:
+    ``name.tt1, name.tt2, ...`` (components ``comp_name.tt1, ...``), then ``name.tt-trim``
+    (a dim-range node, if rows were padded) and ``name.tt-bias``.  The caller places them."""
+    names = [f"{name}.tt{s + 1}" for s in range(len(layer.steps))]
     comp_names = [f"{comp_name}.tt{s + 1}" for s in range(len(layer.steps))]
-    extra = []
-    if layer.padded_dim != layer.out_dim:
-        extra.append(f"{node_name}.tt-trim")
-    if layer.bias is not None:
-        extra.append(f"{node_name}.tt-bias")
-    for n in names + extra:
+    trim = layer.padded_dim != layer.out_dim
+    extra = ([f"{name}.tt-trim"] if trim else []) + \
+        ([f"{name}.tt-bias"] if layer.bias is not None else [])
+    for n in names + extra + comp_names:
         if nnet.has_node(n) or n in nnet.components:
             raise KaldiCompressError(f"the network already has a node or component named {n}")
-    new_nodes, prev = [], None
+    nodes, prev = [], None
     for step, n, c in zip(layer.steps, names, comp_names):
-        desc = spliced(node.descriptor, offsets) if prev is None else NodeRef(prev)
-        new_nodes.append(Node("component-node", n, component=c, descriptor=desc))
+        nodes.append(Node("component-node", n, component=c,
+                          descriptor=descriptor if prev is None else NodeRef(prev)))
         nnet.components[c] = PermuteComponent.create(step.column_map) \
             if step.kind == "permute" else _core_component(step, layer)
         prev = n
-    if layer.padded_dim != layer.out_dim:
-        trim = f"{node_name}.tt-trim"
-        new_nodes.append(Node("dim-range-node", trim, dim=layer.out_dim, input_node=prev,
-                              dim_offset=0))
-        prev = trim
+    if trim:
+        nodes.append(Node("dim-range-node", f"{name}.tt-trim", dim=layer.out_dim,
+                          input_node=prev, dim_offset=0))
+        prev = f"{name}.tt-trim"
     if layer.bias is not None:
         c = f"{comp_name}.tt-bias"
-        b = np.asarray(layer.bias, dtype=np.float32)
-        nnet.components[c] = PerElementOffsetComponent.create(b, layer.updatable) \
-            if layer.updatable is not None else FixedBiasComponent.build({"<Bias>": b})
-        new_nodes.append(Node("component-node", f"{node_name}.tt-bias", component=c,
-                              descriptor=NodeRef(prev)))
-        prev = f"{node_name}.tt-bias"
-    nnet.replace_nodes(node_name, new_nodes)
-    nnet.rename_references({node_name: prev})
-    if not any(n.kind == "component-node" and n.component == comp_name for n in nnet.nodes):
-        del nnet.components[comp_name]
+        nnet.components[c] = PerElementOffsetComponent.create(
+            np.asarray(layer.bias, dtype=np.float32), layer.updatable)
+        nodes.append(Node("component-node", f"{name}.tt-bias", component=c,
+                          descriptor=NodeRef(prev)))
+    return nodes
+
+
+def write_layer(nnet: Nnet, node_name: str, layer: TTLayer, offsets: list[int]) -> list[str]:
+    """Replace component node ``node_name`` (input x) by the TT chain reading the spliced
+    input Append(Offset(x, o_1), ...); every reference to it now reads the chain's last
+    node, and its component is removed if no other node uses it.  Returns the new nodes."""
+    node = nnet.node(node_name)
+    nodes = chain_nodes(nnet, node_name, node.component,
+                        spliced(node.descriptor, offsets), layer)
+    nnet.replace_nodes(node_name, nodes)
+    nnet.rename_references({node_name: nodes[-1].name})
+    if not any(n.kind == "component-node" and n.component == node.component for n in nnet.nodes):
+        del nnet.components[node.component]
     nnet.check()
-    return [n.name for n in new_nodes]
+    return [n.name for n in nodes]

@@ -69,8 +69,8 @@ class NnetForward(torch.nn.Module):
         self.ivector_dim = dims.get("ivector") if "ivector" in used else None
         self.output_dim = dims[output]
         self._plans: dict[Geometry, Plan] = {}
-        # Called as observer(node, layer input, node output) after every step, e.g. to
-        # collect activation statistics; None for plain evaluation.
+        # Called as observer(node, layer input, node output, step index) after every
+        # step, e.g. to collect activation statistics; None for plain evaluation.
         self.observer = None
 
     def plan(self, geometry: Geometry) -> Plan:
@@ -108,7 +108,7 @@ class NnetForward(torch.nn.Module):
             if step.layer_id is not None:
                 x = self.layers[step.layer_id](x, step.index)
             if self.observer is not None:
-                self.observer(step.node, x_in, x)
+                self.observer(step.node, x_in, x, step.index)
             if step.rows is None:
                 values[step.node] = x
             else:

@@ -1,0 +1,376 @@
+"""The TT compressor: choose TT factorizations (or SVD, or nothing) per layer and rewrite.
+
+Rules (exactly one): a TT rank cap ``tt_rank`` or a relative error bound ``tt_eps``
+for every matched affine-like layer (its TT shape given or chosen automatically), or
+a global budget ``param_ratio`` / ``target_params`` (parameters as ``nnet3-am-info``
+counts them, as for ``kaldi-compress svd``).
+
+Budget: the compressible units of :func:`.layers.find_units` each offer options --
+unchanged, an SVD rank (:func:`.budget.options`), or a TT of one of the unit's
+matrices at some shape and rank -- each with its parameter count and damage, and
+:func:`.budget.choose` picks one per unit (Lagrangian relaxation).  Damage is the
+weights-only relative squared error, on the same scale as SVD's:
+
+* affine/tdnn unit, TT of W: ||W - TT||_F^2 / ||W||_F^2 (the discarded energy);
+* bottleneck unit (producer L, consumers stacked as S with any BatchNorm scale
+  folded in), TT of a consumer: ||(F - TT) D||_F^2 / ||S||_F^2 (D the BatchNorm scale);
+  TT of the producer: ||S (L - TT)||_F^2 / ||S L||_F^2 (output error for white input).
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import KaldiCompressError
+from ..nnet3 import Nnet
+from ..nnet3.components import (AffineComponent, Component, LinearComponent,
+                                NaturalGradientAffineComponent, TdnnComponent)
+from ..nnet3.components.base import match_glob
+from .budget import Option, choose, options
+from .layers import (Unit, apply_rank, bias, compute_spectrum,
+                     consumer_blocks, counted, find_units, offsets, single_unit, weight)
+from .lowrank import spectrum
+from .tt import TTMatrix, TTShape, candidate_shapes, padded_rows, rank_grid, tt_svd_many
+from .tt_kaldi import TTLayer, chain_params_for, chain_steps, write_layer
+
+TT_TYPES = (AffineComponent, LinearComponent, TdnnComponent)   # trainable affine-like
+
+
+@dataclass
+class TtOptions:
+    components: str = "*"
+    tt_rank: int | None = None
+    tt_eps: float | None = None
+    param_ratio: float | None = None
+    target_params: int | None = None
+    tt_shape: TTShape | None = None
+    tt_cores: tuple[int, ...] = (2, 3)
+    allow_svd: bool = True               # budget: a layer may take SVD instead of TT
+    shrinkage_threshold: float = 1.0     # rules: keep a layer whose TT keeps > this share
+    progress: bool = False
+
+    def check(self) -> None:
+        rules = [x is not None for x in (self.tt_rank, self.tt_eps, self.param_ratio,
+                                          self.target_params)]
+        if sum(rules) != 1:
+            raise KaldiCompressError("give exactly one of --tt-rank, --tt-eps, --param-ratio, "
+                                     "--target-params")
+        if self.tt_rank is not None and self.tt_rank < 1:
+            raise KaldiCompressError(f"--tt-rank must be positive, got {self.tt_rank}")
+        if self.tt_eps is not None and not 0 <= self.tt_eps < 1:
+            raise KaldiCompressError(f"--tt-eps must be in [0, 1), got {self.tt_eps}")
+        if self.param_ratio is not None and not 0 < self.param_ratio <= 1:
+            raise KaldiCompressError(f"--param-ratio must be in (0, 1], got {self.param_ratio}")
+        if self.target_params is not None and self.target_params < 1:
+            raise KaldiCompressError(f"--target-params must be positive, got {self.target_params}")
+        if not self.tt_cores or any(not 2 <= d <= 6 for d in self.tt_cores):
+            raise KaldiCompressError(f"--tt-cores must list numbers of cores in 2..6, "
+                                     f"got {','.join(map(str, self.tt_cores))}")
+        if not self.shrinkage_threshold > 0:
+            raise KaldiCompressError("--shrinkage-threshold must be positive")
+
+    @property
+    def budget(self) -> bool:
+        return self.param_ratio is not None or self.target_params is not None
+
+
+@dataclass
+class TTChoice:
+    """A TT factorization of one component (a budget option's tag)."""
+    node: str
+    component: str
+    shape: TTShape
+    padded: int               # rows the TT has (>= the layer's; extra rows are trimmed)
+    tt: TTMatrix = field(repr=False)
+    params: int               # Kaldi-counted parameters of the replacement (chain + bias)
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return self.tt.ranks
+
+    def shape_text(self, rows: int) -> str:
+        s = str(self.shape)
+        return s if self.padded == rows else f"{s} (pad {rows}->{self.padded})"
+
+
+@dataclass
+class LayerReport:
+    """One row of the per-layer table."""
+    name: str
+    method: str                      # "tt" | "svd" | "kept"
+    shape: str                       # in->out of the matrix factorized
+    tt_shape: str
+    ranks: str
+    params_before: int
+    params_after: int
+    weight_error: float              # relative Frobenius error of the matrix
+    svd_rank: int | None = None      # TT rows: SVD rank with no more error than the TT ...
+    svd_params: int | None = None    # ... and its parameters (as Kaldi counts them)
+    note: str = ""
+
+
+# ---------------------------------------------------------------------------
+# Matrices and their TTs.
+
+def _component(nnet: Nnet, node: str) -> Component:
+    return nnet.components[nnet.node(node).component]
+
+
+def _matrix(comp: Component) -> np.ndarray:
+    return weight(comp).astype(np.float64)
+
+
+def _tt_params(comp: Component, shape: TTShape, ranks: tuple[int, ...]) -> int:
+    """Counted parameters of the chain replacing ``comp`` (bias in a PerElementOffset)."""
+    return chain_params_for(shape, ranks) + len(bias(comp))
+
+
+def _shapes(rows: int, cols: int, opts: TtOptions, name: str) -> list[tuple[TTShape, int]]:
+    if opts.tt_shape is None:
+        return candidate_shapes(rows, cols, opts.tt_cores)
+    s = opts.tt_shape
+    if s.cols != cols or s.rows < rows:
+        raise KaldiCompressError(f"--tt-shape={s} is {s.rows}x{s.cols} but {name} is "
+                                 f"{rows}x{cols} (the input dim must match exactly; the "
+                                 f"output dim may only be padded up)")
+    return [(s, s.rows)]
+
+
+def _tts(nnet: Nnet, node: str, shapes, caps: list, eps: float | None = None
+         ) -> list[TTChoice]:
+    comp = _component(nnet, node)
+    w = _matrix(comp)
+    out = []
+    for shape, padded in shapes:
+        for tt in tt_svd_many(padded_rows(w, padded), shape, caps, eps):
+            out.append(TTChoice(node, nnet.node(node).component, shape, padded, tt,
+                                _tt_params(comp, shape, tt.ranks)))
+    return out
+
+
+def true_error(nnet: Nnet, choice: TTChoice) -> float:
+    """||W - TT||_F / ||W||_F on the layer's own rows (padding trimmed)."""
+    w = _matrix(_component(nnet, choice.node))
+    approx = choice.tt.to_matrix()[:w.shape[0]]
+    return float(np.linalg.norm(w - approx) / max(np.linalg.norm(w), 1e-30))
+
+
+def svd_equivalent(nnet: Nnet, node: str, rel_error: float) -> tuple[int, int]:
+    """(k, params): the smallest SVD rank of the node's matrix with relative error <=
+    ``rel_error``, and the parameters its two-layer rewrite counts."""
+    unit = single_unit(nnet, node)
+    spec = spectrum(_matrix(_component(nnet, node)))
+    errs = [spec.relative_error(k) for k in range(len(spec.s) + 1)]
+    k = next((k for k, e in enumerate(errs) if e <= rel_error * (1 + 1e-9)), len(spec.s))
+    k = max(k, 1)
+    return k, (unit.params_at(k) if k < unit.full_rank else unit.params_before)
+
+
+# ---------------------------------------------------------------------------
+# Rules: one TT per matched layer.
+
+def tt_layers(nnet: Nnet, pattern: str) -> list[str]:
+    """Nodes of trainable affine-like components matching ``pattern``."""
+    nodes = [n.name for n, c in nnet.component_nodes()
+             if match_glob(pattern, n.component) and isinstance(c, TT_TYPES)
+             and c.is_updatable]
+    if not nodes:
+        matched = nnet.find_components(pattern)
+        if not matched:
+            raise KaldiCompressError(f"--components={pattern} matches no component")
+        raise KaldiCompressError(f"--components={pattern} matches {len(matched)} components "
+                                 "but no trainable affine-like layer")
+    return nodes
+
+
+def choose_by_rule(nnet: Nnet, node: str, opts: TtOptions) -> TTChoice:
+    """--tt-eps: the shape needing the fewest parameters; --tt-rank: the least error."""
+    w = weight(_component(nnet, node))
+    shapes = _shapes(w.shape[0], w.shape[1], opts, node)
+    if opts.tt_eps is not None:
+        cands = _tts(nnet, node, shapes, [None], opts.tt_eps)
+        return min(cands, key=lambda c: (c.params, c.tt.relative_error))
+    cands = _tts(nnet, node, shapes, [opts.tt_rank])
+    return min(cands, key=lambda c: (round(c.tt.relative_error, 12), c.params))
+
+
+# ---------------------------------------------------------------------------
+# Budget: TT options next to SVD options.
+
+def _bottleneck_metric(nnet: Nnet, unit: Unit):
+    """For TT of a bottleneck member: damage(node, TTChoice) on the unit's SVD scale."""
+    s_mat, _, scale, _ = consumer_blocks(nnet, unit)
+    s2 = float(np.vdot(s_mat, s_mat))
+    lam, q = np.linalg.eigh(s_mat.T @ s_mat)                     # S^T S = R^T R
+    r_half = (q * np.sqrt(np.maximum(lam, 0.0))) @ q.T
+    producer = _matrix(nnet.components[unit.name])
+    ref = float(np.linalg.norm(r_half @ producer) ** 2)
+
+    def damage(node: str, c: TTChoice) -> float:
+        w = _matrix(_component(nnet, node))
+        e = w - c.tt.to_matrix()[:w.shape[0]]
+        if node == unit.node:                                    # the producer
+            return float(np.linalg.norm(r_half @ e) ** 2) / max(ref, 1e-30)
+        if scale is not None:
+            e = e * np.tile(scale, e.shape[1] // len(scale))[None, :]
+        return float(np.vdot(e, e)) / max(s2, 1e-30)
+    return damage
+
+
+def _members(unit: Unit) -> list[str]:
+    return [unit.node, *unit.consumers] if unit.kind == "bottleneck" else [unit.node]
+
+
+def unit_options(nnet: Nnet, unit: Unit, opts: TtOptions) -> list[Option]:
+    """Keep, SVD ranks (if allowed) and TT options of each of the unit's matrices,
+    without dominated ones (more parameters and more damage than another option)."""
+    compute_spectrum(nnet, unit)
+    table = options(unit) if opts.allow_svd else [Option(unit.full_rank, unit.params_before, 0.0)]
+    metric = _bottleneck_metric(nnet, unit) if unit.kind == "bottleneck" else None
+    for node in _members(unit):
+        comp = _component(nnet, node)
+        if not isinstance(comp, TT_TYPES) or not comp.is_updatable:
+            continue
+        w = weight(comp)
+        try:
+            shapes = _shapes(w.shape[0], w.shape[1], opts, node)
+        except KaldiCompressError:
+            continue   # a forced shape fits only some layers
+        others = unit.params_before - counted(comp)
+        for shape, padded in shapes:
+            caps = rank_grid(max(shape.full_ranks()))
+            for c in _tts(nnet, node, [(shape, padded)], caps):
+                params = others + c.params
+                if params >= unit.params_before:
+                    continue
+                dmg = metric(node, c) if metric else c.tt.relative_error ** 2
+                table.append(Option(unit.full_rank, params, dmg, c))
+    return _pareto(table)
+
+
+def _pareto(table: list[Option]) -> list[Option]:
+    table = sorted(table, key=lambda o: (o.params, o.damage))
+    out, best = [], math.inf
+    for o in table:
+        if o.damage < best:
+            out.append(o)
+            best = o.damage
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The compressor.
+
+def _unit_shape(nnet: Nnet, unit: Unit) -> str:
+    if unit.kind == "bottleneck":
+        w = consumer_blocks(nnet, unit)[0]
+        return f"{weight(nnet.components[unit.name]).shape[1]}->{unit.full_rank}->{w.shape[0]}"
+    w = weight(nnet.components[unit.name])
+    return f"{w.shape[1]}->{w.shape[0]}"
+
+
+def _apply_tt(nnet: Nnet, c: TTChoice) -> None:
+    comp = _component(nnet, c.node)
+    natural = isinstance(comp, NaturalGradientAffineComponent) or \
+        bool(comp.get("<UseNaturalGradient>", False))
+    b = bias(comp)
+    layer = TTLayer(chain_steps(c.tt.cores), weight(comp).shape[0],
+                    b if len(b) else None, comp.updatable_config(), natural)
+    write_layer(nnet, c.node, layer, offsets(comp))
+
+
+def _tt_report(nnet: Nnet, c: TTChoice, before: int, after: int, name: str) -> LayerReport:
+    w = weight(_component(nnet, c.node))
+    err = true_error(nnet, c)
+    k, p = svd_equivalent(nnet, c.node, err)
+    return LayerReport(name, "tt", f"{w.shape[1]}->{w.shape[0]}", c.shape_text(w.shape[0]),
+                       "-".join(map(str, c.ranks[1:-1])), before, after, err, k, p)
+
+
+def tt_compress(nnet: Nnet, opts: TtOptions) -> list[LayerReport]:
+    """Compress ``nnet`` in place; returns a report row per layer (or unit) considered."""
+    opts.check()
+    if opts.budget:
+        return _compress_budget(nnet, opts)
+    reports = []
+    nodes = tt_layers(nnet, opts.components)
+    it = _progress(nodes, opts, "tt")
+    for node in it:
+        comp = _component(nnet, node)
+        name = nnet.node(node).component
+        before = counted(comp)
+        c = choose_by_rule(nnet, node, opts)
+        w = weight(comp)
+        shape = f"{w.shape[1]}->{w.shape[0]}"
+        if c.params > opts.shrinkage_threshold * before:
+            reports.append(LayerReport(name, "kept", shape, c.shape_text(w.shape[0]),
+                                       "-".join(map(str, c.ranks[1:-1])), before, before, 0.0,
+                                       note=f"TT would need {c.params} parameters"))
+            continue
+        row = _tt_report(nnet, c, before, c.params, name)
+        _apply_tt(nnet, c)
+        reports.append(row)
+    return reports
+
+
+def _progress(items, opts: TtOptions, desc: str):
+    if not opts.progress:
+        return items
+    from tqdm import tqdm
+    return tqdm(items, desc=desc, unit="layer", file=sys.stderr, leave=False)
+
+
+def _compress_budget(nnet: Nnet, opts: TtOptions) -> list[LayerReport]:
+    units = [u for u in find_units(nnet)
+             if all(match_glob(opts.components, c) for c in u.components)]
+    if not units:
+        matched = nnet.find_components(opts.components)
+        if not matched:
+            raise KaldiCompressError(f"--components={opts.components} matches no component")
+        raise KaldiCompressError(f"--components={opts.components} matches {len(matched)} "
+                                 "components but none that can be factorized")
+    shapes = {u.name: _unit_shape(nnet, u) for u in units}
+    table = [unit_options(nnet, u, opts) for u in _progress(units, opts, "tt options")]
+    total = nnet.num_parameters
+    budget = opts.target_params if opts.target_params is not None \
+        else int(round(opts.param_ratio * total))
+    fixed = total - sum(u.params_before for u in units)
+    picked = choose(table, budget, fixed)
+    reports = []
+    for u, o in zip(units, picked):
+        if isinstance(o.tag, TTChoice):
+            name = o.tag.component + (f" ({u.name})" if o.tag.component != u.name else "")
+            reports.append(_tt_report(nnet, o.tag, u.params_before, o.params, name))
+            _apply_tt(nnet, o.tag)
+        elif o.rank < u.full_rank:
+            err = u.spec.relative_error(o.rank)
+            reports.append(LayerReport(u.name, "svd", shapes[u.name], "-", str(o.rank),
+                                       u.params_before, o.params, err))
+            apply_rank(nnet, u, o.rank)
+        else:
+            reports.append(LayerReport(u.name, "kept", shapes[u.name], "-", "-",
+                                       u.params_before, u.params_before, 0.0))
+    return reports
+
+
+def format_report(reports: list[LayerReport]) -> str:
+    """The per-layer table printed by ``kaldi-compress tt``."""
+    head = ("layer", "method", "shape", "TT shape", "TT ranks", "params", "-> params",
+            "rel.err(W)", "SVD rank@err", "SVD params")
+    rows = [head]
+    for r in reports:
+        rows.append((r.name, r.method, r.shape, r.tt_shape, r.ranks, str(r.params_before),
+                     str(r.params_after), f"{r.weight_error:.4f}",
+                     "-" if r.svd_rank is None else str(r.svd_rank),
+                     "-" if r.svd_params is None else str(r.svd_params)))
+    before = sum(r.params_before for r in reports)
+    after = sum(r.params_after for r in reports)
+    rows.append(("total", "", "", "", "", str(before), str(after), "", "", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(v.ljust(w) if i < 5 else v.rjust(w)
+                       for i, (v, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+    notes = [f"kaldi-compress: {r.name}: kept ({r.note})" for r in reports if r.note]
+    return "\n".join(lines + notes) + "\n"
