@@ -16,30 +16,19 @@ import struct
 
 import numpy as np
 
-from ..errors import KaldiFormatError, show_bytes
+from ..errors import show_bytes
+from .stream import WHITESPACE as _WS, Reader, Writer
 
-_WS = b" \t\n\r\v\f"
 MAX_TOKEN = 4096
 _I32 = struct.Struct("<i")
 _F32 = struct.Struct("<f")
 _F64 = struct.Struct("<d")
 
 
-class BinaryReader:
+class BinaryReader(Reader):
     """Sequential reader over an in-memory Kaldi binary stream."""
 
     binary = True
-
-    def __init__(self, buf: bytes | bytearray, path: str, pos: int = 0):
-        self.buf = buf
-        self.path = path
-        self.pos = pos
-
-    def error(self, expected: str, got: str | None = None, at: int | None = None):
-        pos = self.pos if at is None else at
-        if got is None:
-            got = show_bytes(self.buf[pos:pos + 20])
-        return KaldiFormatError(self.path, pos, expected, got)
 
     def at_end(self) -> bool:
         return self.pos >= len(self.buf)
@@ -52,12 +41,6 @@ class BinaryReader:
         return start
 
     # tokens ---------------------------------------------------------------
-    def skip_ws(self) -> None:
-        buf, pos, n = self.buf, self.pos, len(self.buf)
-        while pos < n and buf[pos] in _WS:
-            pos += 1
-        self.pos = pos
-
     def read_token(self, expected: str = "a token") -> str:
         """Kaldi ReadToken: skip whitespace, read to whitespace, eat one space."""
         self.skip_ws()
@@ -78,19 +61,6 @@ class BinaryReader:
             raise self.error(expected, show_bytes(raw), at=start)
         self.pos = end + 1
         return tok
-
-    def peek_token(self) -> str:
-        pos = self.pos
-        try:
-            return self.read_token()
-        finally:
-            self.pos = pos
-
-    def expect_token(self, token: str) -> None:
-        start = self.pos
-        got = self.read_token(token)
-        if got != token:
-            raise self.error(token, repr(got), at=start)
 
     # basic types ------------------------------------------------------------
     def read_int(self, what: str = "int32") -> int:
@@ -162,29 +132,11 @@ class BinaryReader:
             raise self.error(f"{what}: a non-negative size", str(count), at=start)
         return self._array(2 * count, np.dtype("<i4"), what).reshape(count, 2)
 
-    def read_line(self, what: str = "a line") -> bytes:
-        """Bytes up to (not including) the next newline, which is consumed."""
-        end = self.buf.find(b"\n", self.pos)
-        if end < 0:
-            raise self.error(what, "end of file")
-        line = bytes(self.buf[self.pos:end])
-        self.pos = end + 1
-        return line
 
-
-class BinaryWriter:
+class BinaryWriter(Writer):
     """Accumulates a Kaldi binary stream as a list of byte chunks."""
 
     binary = True
-
-    def __init__(self):
-        self.chunks: list[bytes | memoryview] = []
-
-    def getvalue(self) -> bytes:
-        return b"".join(self.chunks)
-
-    def raw(self, data: bytes) -> None:
-        self.chunks.append(data)
 
     def newline(self) -> None:
         """Text-mode-only newline (nothing in binary)."""

@@ -13,38 +13,22 @@ import re
 
 import numpy as np
 
-from ..errors import KaldiFormatError, show_bytes
+from ..errors import show_bytes
 from .numtext import format_g7, format_g7_scalar, parse_floats
+from .stream import Reader, Writer
 
 _TOKEN = re.compile(rb"[ \t\n\r\v\f]*([^ \t\n\r\v\f]+)")
 _INT = re.compile(rb"[+-]?[0-9]+\Z")
 
 
-class TextReader:
+class TextReader(Reader):
     """Sequential reader over an in-memory Kaldi text stream."""
 
     binary = False
 
-    def __init__(self, buf: bytes | bytearray, path: str, pos: int = 0):
-        self.buf = buf
-        self.path = path
-        self.pos = pos
-
-    def error(self, expected: str, got: str | None = None, at: int | None = None):
-        pos = self.pos if at is None else at
-        if got is None:
-            got = show_bytes(self.buf[pos:pos + 20])
-        return KaldiFormatError(self.path, pos, expected, got)
-
     def at_end(self) -> bool:
         m = _TOKEN.match(self.buf, self.pos)
         return m is None
-
-    def skip_ws(self) -> None:
-        buf, pos, n = self.buf, self.pos, len(self.buf)
-        while pos < n and buf[pos] in b" \t\n\r\v\f":
-            pos += 1
-        self.pos = pos
 
     def _word(self, what: str) -> tuple[bytes, int]:
         m = _TOKEN.match(self.buf, self.pos)
@@ -64,19 +48,6 @@ class TextReader:
         if self.pos < len(self.buf):
             self.pos += 1  # the single whitespace character after the token
         return tok
-
-    def peek_token(self) -> str:
-        pos = self.pos
-        try:
-            return self.read_token()
-        finally:
-            self.pos = pos
-
-    def expect_token(self, token: str) -> None:
-        start = self.pos
-        got = self.read_token(token)
-        if got != token:
-            raise self.error(token, repr(got), at=start)
 
     def read_int(self, what: str = "int32") -> int:
         raw, start = self._word(what)
@@ -176,28 +147,11 @@ class TextReader:
             pairs.append((int(a), int(b)))
         return np.array(pairs, dtype=np.int32).reshape(-1, 2)
 
-    def read_line(self, what: str = "a line") -> bytes:
-        end = self.buf.find(b"\n", self.pos)
-        if end < 0:
-            raise self.error(what, "end of file")
-        line = bytes(self.buf[self.pos:end])
-        self.pos = end + 1
-        return line
 
-
-class TextWriter:
+class TextWriter(Writer):
     """Accumulates a Kaldi text stream as a list of byte chunks."""
 
     binary = False
-
-    def __init__(self):
-        self.chunks: list[bytes] = []
-
-    def getvalue(self) -> bytes:
-        return b"".join(self.chunks)
-
-    def raw(self, data: bytes) -> None:
-        self.chunks.append(data)
 
     def newline(self) -> None:
         self.chunks.append(b"\n")

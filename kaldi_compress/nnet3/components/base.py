@@ -285,6 +285,16 @@ class Component(FieldStruct):
         return f"<{self.TYPE} in={self.input_dim} out={self.output_dim}>"
 
 
+class DimComponent(Component):
+    """A component whose input and output dimension is its ``<Dim>`` field."""
+
+    @property
+    def input_dim(self) -> int:
+        return self["<Dim>"]
+
+    output_dim = input_dim
+
+
 class UnknownComponent(Component):
     """A component type this package does not know: kept as opaque bytes."""
 

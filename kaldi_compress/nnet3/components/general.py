@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from .affine import UpdatableComponent
-from .base import BOOL, F32, F64, FLAG, INT, MAT, VEC, Component, Field, opt
+from .base import BOOL, F32, F64, FLAG, INT, MAT, VEC, Component, DimComponent, Field, opt
 
 
 class StatisticsExtractionComponent(Component):
@@ -58,15 +58,7 @@ class StatisticsPoolingComponent(Component):
         return ok & (t % ip == 0)
 
 
-class _DimComponent(Component):
-    @property
-    def input_dim(self) -> int:
-        return self["<Dim>"]
-
-    output_dim = input_dim
-
-
-class GeneralDropoutComponent(_DimComponent):
+class GeneralDropoutComponent(DimComponent):
     """Dropout with block/time-period masks; identity in test mode or at proportion 0."""
     TYPE = "GeneralDropoutComponent"
     SCHEMA = (Field("<Dim>", INT), Field("<BlockDim>", INT), Field("<TimePeriod>", INT),
@@ -75,7 +67,7 @@ class GeneralDropoutComponent(_DimComponent):
               opt("<Continuous>", FLAG))
 
 
-class SpecAugmentTimeMaskComponent(_DimComponent):
+class SpecAugmentTimeMaskComponent(DimComponent):
     """Training-time SpecAugment time masking; identity in test mode."""
     TYPE = "SpecAugmentTimeMaskComponent"
     SCHEMA = (Field("<Dim>", INT), Field("<ZeroedProportion>", F32),
@@ -95,7 +87,7 @@ class DropoutMaskComponent(Component):
     input_dim = output_dim
 
 
-class BackpropTruncationComponent(_DimComponent):
+class BackpropTruncationComponent(DimComponent):
     """y = scale * x; truncates gradients in recurrences (training only)."""
     TYPE = "BackpropTruncationComponent"
     SCHEMA = (Field("<Dim>", INT), opt("<Scale>", F32), Field("<ClippingThreshold>", F32),

@@ -1,7 +1,7 @@
 """Normalization components (nnet-normalize-component.cc)."""
 from __future__ import annotations
 
-from .base import BOOL, F32, F64, INT, VEC, Component, Field, opt
+from .base import BOOL, F32, F64, INT, VEC, Component, DimComponent, Field, opt
 
 
 class NormalizeComponent(Component):
@@ -25,15 +25,9 @@ class NormalizeComponent(Component):
         return d + (d // self.block_dim if self.get("<AddLogStddev>", False) else 0)
 
 
-class BatchNormComponent(Component):
+class BatchNormComponent(DimComponent):
     """Test mode: y = (x - mean) * target_rms / sqrt(max(var, 0) + epsilon), per block column."""
     TYPE = "BatchNormComponent"
     SCHEMA = (Field("<Dim>", INT), Field("<BlockDim>", INT), Field("<Epsilon>", F32),
               Field("<TargetRms>", F32), Field("<TestMode>", BOOL), Field("<Count>", F64),
               Field("<StatsMean>", VEC), Field("<StatsVar>", VEC))
-
-    @property
-    def input_dim(self) -> int:
-        return self["<Dim>"]
-
-    output_dim = input_dim

@@ -5,23 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 from .affine import UpdatableComponent
-from .base import (BOOL, F32, F64, INT, IVEC, VEC, Component, Field, UPDATABLE_COMMON,
+from .base import (BOOL, F32, F64, INT, IVEC, VEC, Component, DimComponent, Field,
+                   UPDATABLE_COMMON,
                    opt, read_component, read_value, write_value)
 
 
-class NonlinearComponent(Component):
+class NonlinearComponent(DimComponent):
     """Element-wise nonlinearity with training statistics (stored as averages)."""
     SCHEMA = (Field("<Dim>", INT), opt("<BlockDim>", INT), Field("<ValueAvg>", VEC),
               Field("<DerivAvg>", VEC), Field("<Count>", F64), opt("<OderivRms>", VEC),
               opt("<OderivCount>", F64), opt("<NumDimsSelfRepaired>", F64),
               opt("<NumDimsProcessed>", F64), opt("<SelfRepairLowerThreshold>", F32),
               opt("<SelfRepairUpperThreshold>", F32), opt("<SelfRepairScale>", F32))
-
-    @property
-    def input_dim(self) -> int:
-        return self["<Dim>"]
-
-    output_dim = input_dim
 
 
 class SigmoidComponent(NonlinearComponent):
@@ -49,15 +44,7 @@ class LogSoftmaxComponent(NonlinearComponent):
     TYPE = "LogSoftmaxComponent"
 
 
-class _DimComponent(Component):
-    @property
-    def input_dim(self) -> int:
-        return self["<Dim>"]
-
-    output_dim = input_dim
-
-
-class NoOpComponent(_DimComponent):
+class NoOpComponent(DimComponent):
     """y = x (backprop scaled).  Also reads the legacy nonlinear-style body."""
     TYPE = "NoOpComponent"
     SCHEMA = (Field("<Dim>", INT), opt("<ValueAvg>", VEC), opt("<DerivAvg>", VEC),
@@ -66,14 +53,14 @@ class NoOpComponent(_DimComponent):
               opt("<BackpropScale>", F32))
 
 
-class DropoutComponent(_DimComponent):
+class DropoutComponent(DimComponent):
     """Training-time dropout; identity (times 1) in test mode."""
     TYPE = "DropoutComponent"
     SCHEMA = (Field("<Dim>", INT), Field("<DropoutProportion>", F32),
               opt("<DropoutPerFrame>", BOOL), opt("<TestMode>", BOOL))
 
 
-class ClipGradientComponent(_DimComponent):
+class ClipGradientComponent(DimComponent):
     """Identity forward; clips gradients in training."""
     TYPE = "ClipGradientComponent"
     SCHEMA = (Field("<Dim>", INT), Field("<ClippingThreshold>", F32),
