@@ -19,8 +19,10 @@ and truncating each step at delta = eps / sqrt(d-1) * ||W||_F gives
 min(prod_{l<=k} m_l n_l, prod_{l>k} m_l n_l) (the "full" TT rank: exact).
 
 Each step's truncated SVD is taken from the eigendecomposition of the Gram matrix of
-the unfolding's short side (LAPACK syevd on C C^T or C^T C), the remainder is
-U^T C by one product, so V is never formed.
+the unfolding's short side (LAPACK syevd on C C^T or C^T C; only the r largest pairs,
+syevr, when the rank is capped and no error bound needs the whole spectrum); the
+discarded energy is ||C||_F^2 minus the kept eigenvalues, and the remainder U^T C is
+one product, so V is never formed.
 """
 from __future__ import annotations
 
@@ -143,24 +145,32 @@ def to_tt_tensor(w: np.ndarray, shape: TTShape) -> np.ndarray:
     return t.transpose(order).reshape(shape.modes)
 
 
-def _gram_eig(c: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+def _gram_eig(c: np.ndarray, top: int | None = None) -> tuple[np.ndarray, np.ndarray, bool, float]:
     """Eigenvalues (descending, = s_i^2) and eigenvectors of the Gram matrix of the
-    short side of C, and whether C is wide (the vectors are then C's left ones)."""
+    short side of C, whether C is wide (the vectors are then C's left ones), and
+    ||C||_F^2.  With ``top``, only the ``top`` largest pairs (LAPACK syevr)."""
     wide = c.shape[0] <= c.shape[1]
     gram = c @ c.T if wide else c.T @ c
-    lam, vec = scipy.linalg.eigh(gram, overwrite_a=True, check_finite=False, driver="evd")
-    return np.maximum(lam[::-1], 0.0), vec[:, ::-1], wide
+    total = float(np.trace(gram))
+    n = len(gram)
+    if top is not None and top < n // 4:
+        lam, vec = scipy.linalg.eigh(gram, overwrite_a=True, check_finite=False, driver="evr",
+                                     subset_by_index=[n - top, n - 1])
+    else:
+        lam, vec = scipy.linalg.eigh(gram, overwrite_a=True, check_finite=False, driver="evd")
+    return np.maximum(lam[::-1], 0.0), vec[:, ::-1], wide, total
 
 
 def _truncate(c: np.ndarray, eig, rank: int | None, delta2: float | None
               ) -> tuple[np.ndarray, np.ndarray, float]:
     """(U, U^T C, discarded) for the best approximation U U^T C of C with U orthonormal:
     the smallest r whose discarded energy sum_{i>r} s_i^2 is <= delta2, capped at ``rank``."""
-    lam, vec, wide = eig
-    tail = np.concatenate([np.cumsum(lam[::-1])[::-1], [0.0]])  # tail[r] = sum_{i>=r}
+    lam, vec, wide, total = eig
+    kept = np.concatenate([[0.0], np.cumsum(lam)])
+    tail = np.maximum(total - kept, 0.0)            # tail[r] = sum_{i>r} s_i^2
     r = len(lam)
     if delta2 is not None:
-        r = int(np.argmax(tail <= delta2))
+        r = int(np.argmax(tail <= delta2)) if (tail <= delta2).any() else len(lam)
     if rank is not None:
         r = min(r, rank)
     r = max(r, 1)
@@ -194,14 +204,16 @@ def tt_svd_many(w: np.ndarray, shape: TTShape, max_ranks: list, eps: float | Non
     norm2 = float(np.vdot(w, w))
     delta2 = None if eps is None else (eps ** 2 / max(d - 1, 1)) * norm2
     first = to_tt_tensor(w, shape).reshape(shape.modes[0], -1)
-    eig0 = _gram_eig(first) if d > 1 else None
+    only = _rank_caps(max_ranks[0], d)[0] if len(max_ranks) == 1 and eps is None else None
+    eig0 = _gram_eig(first, only) if d > 1 else None
     out = []
     for max_rank in max_ranks:
         caps = _rank_caps(max_rank, d)
         c, cores, discarded, r_prev = first, [], [], 1
         for k in range(d - 1):
             c = c.reshape(r_prev * shape.modes[k], -1)
-            u, c, lost = _truncate(c, eig0 if k == 0 else _gram_eig(c), caps[k], delta2)
+            eig = eig0 if k == 0 else _gram_eig(c, caps[k] if delta2 is None else None)
+            u, c, lost = _truncate(c, eig, caps[k], delta2)
             r = u.shape[1]
             cores.append(u.reshape(r_prev, shape.out_modes[k], shape.in_modes[k], r))
             discarded.append(lost)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .affine import UpdatableComponent
-from .base import (BOOL, F32, F64, INT, IVEC, VEC, Component, DimComponent, Field,
-                   UPDATABLE_COMMON,
-                   opt, read_component, read_value, write_value)
+from .base import (BOOL, F32, F64, INT, IVEC, VEC, UPDATABLE_COMMON, Component, DimComponent,
+                   Field, opt, read_component, read_value, write_value)
 
 
 class NonlinearComponent(DimComponent):
