@@ -10,10 +10,10 @@ import warnings
 
 from ..errors import KaldiCompressError
 from . import compute  # noqa: I001  (first: sets the OpenMP wait policy before torch loads)
-from . import compare, copy, fidelity, info, svd, wer
+from . import compare, copy, fidelity, finetune, info, svd, tt, wer
 
-COMMANDS = {"info": info, "copy": copy, "svd": svd, "compute": compute,
-            "fidelity": fidelity, "wer": wer, "compare": compare}
+COMMANDS = {"info": info, "copy": copy, "svd": svd, "tt": tt, "compute": compute,
+            "fidelity": fidelity, "finetune": finetune, "wer": wer, "compare": compare}
 
 
 def kaldi_bool(value: str) -> bool:

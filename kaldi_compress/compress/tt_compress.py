@@ -107,8 +107,8 @@ class LayerReport:
     params_before: int
     params_after: int
     weight_error: float              # relative Frobenius error of the matrix
-    svd_rank: int | None = None      # TT rows: SVD rank with no more error than the TT ...
-    svd_params: int | None = None    # ... and its parameters (as Kaldi counts them)
+    svd_rank: int | None = None      # TT rows: SVD rank of the matrix with no more error ...
+    svd_params: int | None = None    # ... and the row's parameters with that SVD instead
     note: str = ""
 
 
@@ -283,11 +283,15 @@ def _apply_tt(nnet: Nnet, c: TTChoice) -> None:
 
 
 def _tt_report(nnet: Nnet, c: TTChoice, before: int, after: int, name: str) -> LayerReport:
-    w = weight(_component(nnet, c.node))
+    """Parameters before/after (and the SVD alternative's) count everything the row
+    covers: the layer, or the whole unit when the TT replaces one matrix of a unit."""
+    comp = _component(nnet, c.node)
+    w = weight(comp)
     err = true_error(nnet, c)
     k, p = svd_equivalent(nnet, c.node, err)
+    others = before - counted(comp)
     return LayerReport(name, "tt", f"{w.shape[1]}->{w.shape[0]}", c.shape_text(w.shape[0]),
-                       "-".join(map(str, c.ranks[1:-1])), before, after, err, k, p)
+                       "-".join(map(str, c.ranks[1:-1])), before, after, err, k, others + p)
 
 
 def tt_compress(nnet: Nnet, opts: TtOptions) -> list[LayerReport]:

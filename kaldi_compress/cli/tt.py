@@ -1,0 +1,102 @@
+"""``kaldi-compress tt [options] IN OUT``: tensor-train layers written as Kaldi components."""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+from ..errors import KaldiCompressError
+from ..io.files import same_file
+from ..nnet3 import read_model, write_model
+
+
+def add_parser(sub, kaldi_bool) -> None:
+    p = sub.add_parser(
+        "tt", help="replace affine/TDNN layers by tensor-train (TT) factorizations",
+        description="Factorize layers as TT-matrices (TT-SVD) written with Kaldi's own "
+        "components (Permute + RepeatedAffine per core), so Kaldi never rebuilds the dense "
+        "matrix. Give exactly one rule: --tt-rank, --tt-eps, --param-ratio or "
+        "--target-params. With a budget each layer gets TT, SVD or stays as it is, "
+        "whichever loses least.")
+    p.add_argument("--components", default="*", metavar="GLOB",
+                   help="component-name pattern (* wildcard); default *")
+    p.add_argument("--tt-rank", type=int, metavar="R", help="maximum TT rank of every layer")
+    p.add_argument("--tt-eps", type=float, metavar="E",
+                   help="per layer, relative Frobenius error at most E (TT-SVD: each of the "
+                   "d-1 unfoldings truncated at E/sqrt(d-1) ||W||)")
+    p.add_argument("--param-ratio", type=float, metavar="R",
+                   help="global budget: R times the input's parameter count (as info reports)")
+    p.add_argument("--target-params", type=int, metavar="N", help="global budget in parameters")
+    p.add_argument("--tt-shape", metavar="M1xM2..,N1xN2..",
+                   help="force the factorization of the output and input dims, e.g. 24x32,8x8 "
+                   "(output dims may be padded up; default: chosen per layer)")
+    p.add_argument("--tt-cores", default="2,3", metavar="D1,D2",
+                   help="numbers of cores to try when choosing shapes (default 2,3)")
+    p.add_argument("--allow-svd", type=kaldi_bool, default=True, metavar="BOOL",
+                   help="with a budget, a layer may be factorized by SVD instead (default true)")
+    p.add_argument("--shrinkage-threshold", type=float, default=1.0, metavar="S",
+                   help="with --tt-rank/--tt-eps, leave a layer alone if its TT would keep more "
+                   "than S of its parameters (default 1.0: only when it saves parameters)")
+    p.add_argument("--binary", type=kaldi_bool, default=True, metavar="BOOL",
+                   help="write binary (default true)")
+    p.add_argument("--report", metavar="FILE", help="also write the per-layer table as JSON")
+    p.add_argument("input", help="input model (- for stdin)")
+    p.add_argument("output", help="output model (- for stdout)")
+
+
+def limit_blas_threads(n: int = 1) -> None:
+    """Run every OpenBLAS loaded in this process on ``n`` threads (as threadpoolctl does),
+    unless OPENBLAS_NUM_THREADS is set.  TT-SVD's matrices are small: on a busy machine
+    spinning BLAS threads make them up to 100x slower, and one thread loses little."""
+    if "OPENBLAS_NUM_THREADS" in os.environ:
+        return
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f
+                     if "openblas" in line.lower() and line.split()[-1].startswith("/")}
+    except OSError:
+        return
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("openblas_set_num_threads", "openblas_set_num_threads64_",
+                     "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                break
+
+
+def run(args) -> int:
+    from ..compress.tt import TTShape
+    from ..compress.tt_compress import TtOptions, format_report, tt_compress
+    if same_file(args.input, args.output):
+        raise KaldiCompressError(f"{args.output}: refusing to overwrite the input")
+    try:
+        cores = tuple(int(v) for v in args.tt_cores.split(","))
+    except ValueError:
+        raise KaldiCompressError(f"--tt-cores={args.tt_cores}: expected numbers like 2,3") from None
+    opts = TtOptions(args.components, args.tt_rank, args.tt_eps, args.param_ratio,
+                     args.target_params, TTShape.parse(args.tt_shape) if args.tt_shape else None,
+                     cores, args.allow_svd, args.shrinkage_threshold,
+                     progress=sys.stderr.isatty())
+    opts.check()
+    limit_blas_threads()
+    model = read_model(args.input)
+    before = model.nnet.num_parameters
+    reports = tt_compress(model.nnet, opts)
+    print(format_report(reports), file=sys.stderr, end="")
+    after = model.nnet.num_parameters
+    print(f"kaldi-compress: parameters {before} -> {after} ({after / before:.4f}x)",
+          file=sys.stderr)
+    write_model(model, args.output, binary=args.binary)
+    if args.report:
+        import json
+        from dataclasses import asdict
+        from ..io.files import write_output
+        doc = {"params_before": before, "params_after": after,
+               "layers": [asdict(r) for r in reports]}
+        write_output(args.report, [json.dumps(doc, indent=1).encode()])
+    return 0
