@@ -1,0 +1,90 @@
+"""Unlabeled training audio as network inputs: features [+ online i-vectors] per utterance.
+
+Two sources, both held in memory for the whole run:
+
+- wav directories, through a Vosk-style model directory's front end
+  (:class:`~kaldi_compress.compute.pipeline.ModelDirFrontEnd`: MFCC, online i-vectors);
+- Kaldi tables (``--feats=RSPEC [--online-ivectors=RSPEC --online-ivector-period=N]``),
+  e.g. ``scp:data/train/feats.scp`` or a piped ``ark:apply-cmvn-online ... |``.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import KaldiCompressError
+
+
+@dataclass
+class Utterance:
+    key: str
+    feats: np.ndarray                  # (T, feat_dim) float32
+    ivectors: np.ndarray | None        # (ceil(T / period), ivector_dim) float32, or None
+
+
+@dataclass
+class Corpus:
+    """Utterances plus the settings that say how to read them."""
+    utterances: list[Utterance]
+    ivector_period: int = 0            # frames between i-vector rows (0: no i-vectors)
+    frame_subsampling_factor: int = 0  # from conf/model.conf (0: unknown)
+
+    @property
+    def num_frames(self) -> int:
+        return sum(len(u.feats) for u in self.utterances)
+
+
+def _progress(items, desc: str, show: bool):
+    if not show:
+        return items
+    from tqdm import tqdm
+    return tqdm(items, desc=desc, unit="utt", file=sys.stderr, leave=False)
+
+
+def wav_corpus(model_dir: str | Path, data_dirs: list[str | Path], dither: float | None = None,
+               progress: bool = False) -> Corpus:
+    """Features of every ``*.wav`` of the data directories (keys ``dir-name/stem``)."""
+    from ..compute.pipeline import ModelDirFrontEnd
+
+    front = ModelDirFrontEnd(model_dir, dither)
+    wavs: list[tuple[str, Path]] = []
+    for d in data_dirs:
+        found = sorted(Path(d).glob("*.wav"))
+        if not found:
+            raise KaldiCompressError(f"{d}: no *.wav files")
+        wavs += [(f"{Path(d).name}/{w.stem}", w) for w in found]
+    utts = []
+    for key, wav in _progress(wavs, "features", progress):
+        feats, ivectors = front.features(wav)
+        utts.append(Utterance(key, feats, ivectors))
+    return Corpus(utts, front.ivector_period, front.frame_subsampling_factor)
+
+
+def table_corpus(feats_rspec: str, ivectors_rspec: str = "", ivector_period: int = 0) -> Corpus:
+    """Features of a Kaldi table, with online i-vectors from another table (same keys)."""
+    from ..compute.tables import read_matrices, read_matrix_dict
+
+    if ivectors_rspec and ivector_period <= 0:
+        raise KaldiCompressError("--online-ivectors needs --online-ivector-period > 0")
+    ivectors = read_matrix_dict(ivectors_rspec) if ivectors_rspec else None
+    utts, missing = [], []
+    for key, feats in read_matrices(feats_rspec):
+        if len(feats) == 0:
+            continue
+        if ivectors is not None and key not in ivectors:
+            missing.append(key)
+            continue
+        utts.append(Utterance(key, feats, None if ivectors is None else ivectors[key]))
+    if missing and not utts:
+        raise KaldiCompressError(f"no online i-vectors for any utterance of {feats_rspec} "
+                                 f"(first: {missing[0]})")
+    if missing:
+        import warnings
+        warnings.warn(f"{len(missing)} utterances have no online i-vector and are skipped "
+                      f"(first: {missing[0]})")
+    if not utts:
+        raise KaldiCompressError(f"{feats_rspec}: no non-empty utterances")
+    return Corpus(utts, ivector_period if ivectors is not None else 0)

@@ -1,0 +1,306 @@
+"""The distillation loop: the student's test-mode forward pass trained toward the teacher.
+
+Trainable are the parameters of the student's updatable components (affine,
+linear and TDNN weights and biases; not those with learning-rate-factor 0).
+Everything else keeps its test-mode meaning: batch norm uses its stored
+statistics (y = x * scale + offset, fixed), dropout is off.
+
+Optimizer: Adam (or SGD with momentum 0.9), peak learning rate ``lr`` reached by
+a linear warm-up over the first ``warmup`` fraction of training and then decayed
+by a half cosine to ``final_lr`` x peak: with progress p in [0, 1],
+lr(p) = peak * p / w for p < w, else
+peak * (f + (1 - f) (1 + cos(pi (p - w) / (1 - w))) / 2).
+Progress is steps done / steps planned, or the share of ``max_minutes`` used if
+that is larger (a time budget shortens the schedule instead of cutting it).
+
+The state after any step (parameters, optimizer moments, epoch and step, time
+used) can be saved as a checkpoint and restored exactly; Ctrl-C finishes the
+current step, saves it and raises KeyboardInterrupt.
+"""
+from __future__ import annotations
+
+import io
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..compute.forward import NnetForward
+from ..errors import KaldiCompressError
+from ..io.files import write_output
+from .chunks import ChunkSet
+from .loss import LossOptions, distill_loss
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 6
+    lr: float = 1e-3
+    batch_size: int = 32              # chunks per step
+    optimizer: str = "adam"           # adam | sgd
+    warmup: float = 0.05              # fraction of training
+    final_lr: float = 0.02            # fraction of the peak reached at the end
+    max_grad_norm: float = 0.0        # clip the gradient's 2-norm (0: no clipping)
+    max_minutes: float = 0.0          # time budget (0: none)
+    seed: int = 0
+    loss: LossOptions = field(default_factory=LossOptions)
+
+    def check(self) -> None:
+        if self.epochs < 1:
+            raise KaldiCompressError("--epochs must be >= 1")
+        if not self.lr > 0:
+            raise KaldiCompressError("--lr must be > 0")
+        if self.batch_size < 1:
+            raise KaldiCompressError("--batch-size must be >= 1")
+        if self.optimizer not in ("adam", "sgd"):
+            raise KaldiCompressError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
+        if not 0 <= self.warmup < 1 or not 0 <= self.final_lr <= 1:
+            raise KaldiCompressError("--warmup must be in [0, 1) and --final-lr in [0, 1]")
+        if self.max_minutes < 0 or self.max_grad_norm < 0:
+            raise KaldiCompressError("--max-minutes and --max-grad-norm must be >= 0")
+        self.loss.check()
+
+    def schedule_dict(self) -> dict:
+        """The options a resumed run must share with the checkpoint."""
+        d = asdict(self)
+        d.pop("max_minutes")
+        return d
+
+
+def lr_factor(progress: float, warmup: float, final: float) -> float:
+    """The learning-rate multiplier at progress p (see the module docstring)."""
+    p = min(max(progress, 0.0), 1.0)
+    if p < warmup:
+        return p / warmup
+    q = (p - warmup) / (1.0 - warmup)
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * q))
+
+
+def trainable_parameters(student: NnetForward) -> dict[str, torch.nn.Parameter]:
+    """``component.attribute`` -> parameter, for every updatable component that learns."""
+    names = {id(c): n for n, c in student.nnet.components.items()}
+    out: dict[str, torch.nn.Parameter] = {}
+    for layer in student.layers:
+        factor = layer.comp.get("<LearningRateFactor>", 1.0) if layer.comp.is_updatable else 0
+        if factor == 0:
+            continue
+        for attr, p in layer.named_parameters(recurse=False):
+            out[f"{names[id(layer.comp)]}.{attr}"] = p
+    return out
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float          # mean training loss over the epoch's steps
+    lr: float            # learning rate of the last step
+
+
+class Trainer:
+    """Trains ``student`` on ``chunks`` (whose ``targets`` are the teacher's outputs)."""
+
+    def __init__(self, student: NnetForward, chunks: ChunkSet, opts: TrainOptions):
+        opts.check()
+        if chunks.targets is None:
+            raise KaldiCompressError("the chunks have no teacher targets")
+        if chunks.targets.shape[-1] != student.output_dim:
+            raise KaldiCompressError(f"the student has {student.output_dim} outputs, the "
+                                     f"teacher {chunks.targets.shape[-1]}")
+        self.student, self.chunks, self.opts = student, chunks, opts
+        self.params = trainable_parameters(student)
+        if not self.params:
+            raise KaldiCompressError("the student has no trainable parameters")
+        for p in student.parameters():
+            p.requires_grad_(False)
+        for p in self.params.values():
+            p.requires_grad_(True)
+        plist = list(self.params.values())
+        if opts.optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(plist, lr=opts.lr)
+        else:
+            self.optimizer = torch.optim.SGD(plist, lr=opts.lr, momentum=0.9)
+        self.steps_per_epoch = -(-len(chunks) // opts.batch_size)
+        self.total_steps = opts.epochs * self.steps_per_epoch
+        self.step = 0                  # steps done
+        self.elapsed = 0.0             # seconds used by earlier runs (restored checkpoints)
+        self.history: list[EpochStats] = []
+        self._epoch_loss = [0.0, 0]    # running sum, count within the current epoch
+        self._stop = False
+
+    # --- schedule ----------------------------------------------------------------------
+    def progress(self, elapsed: float) -> float:
+        p = self.step / self.total_steps
+        if self.opts.max_minutes:
+            p = max(p, elapsed / (60.0 * self.opts.max_minutes))
+        return p
+
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        """The chunk indexes of each step of an epoch (a seeded shuffle)."""
+        g = torch.Generator().manual_seed(self.opts.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(self.chunks), generator=g)
+        return list(perm.split(self.opts.batch_size))
+
+    # --- one step -----------------------------------------------------------------------
+    def loss_on(self, idx: torch.Tensor) -> torch.Tensor:
+        feats, ivecs = self.chunks.inputs(idx)
+        out = self.student(feats, ivecs, self.chunks.geometry)
+        return distill_loss(out, self.chunks.targets[idx].float(), self.chunks.mask[idx],
+                            self.opts.loss)
+
+    def train_step(self, idx: torch.Tensor, lr: float) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_on(idx)
+        loss.backward()
+        if self.opts.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params.values(), self.opts.max_grad_norm)
+        self.optimizer.step()
+        self.step += 1
+        return float(loss.detach())
+
+    def evaluate(self, chunks: ChunkSet, batch_size: int = 64) -> float:
+        """Mean loss per counted frame on other chunks (no training)."""
+        total = frames = 0.0
+        with torch.no_grad():
+            for i in range(0, len(chunks), batch_size):
+                idx = torch.arange(i, min(i + batch_size, len(chunks)))
+                feats, ivecs = chunks.inputs(idx)
+                out = self.student(feats, ivecs, chunks.geometry)
+                n = float(chunks.mask[idx].sum())
+                total += float(distill_loss(out, chunks.targets[idx].float(), chunks.mask[idx],
+                                            self.opts.loss)) * n
+                frames += n
+        return total / max(frames, 1.0)
+
+    # --- the loop ------------------------------------------------------------------------
+    def train(self, checkpoint: str | None = None, progress: bool = False,
+              started: float | None = None, checkpoint_minutes: float = 5.0,
+              on_step: Callable[["Trainer", float], None] | None = None,
+              on_epoch: Callable[["Trainer", EpochStats], None] | None = None) -> None:
+        """Train to the end of the schedule (or of the time budget).
+
+        ``started``: time.monotonic() when this run began (default: now); the time
+        budget counts from there plus the time of restored runs.  A checkpoint is
+        written after every epoch, every ``checkpoint_minutes`` and on Ctrl-C."""
+        started = time.monotonic() if started is None else started
+        elapsed = lambda: self.elapsed + time.monotonic() - started  # noqa: E731
+        last_save = time.monotonic()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=self.total_steps, initial=self.step, desc="finetune",
+                       unit="step", file=sys.stderr, dynamic_ncols=True)
+        restore = self._catch_interrupt()
+        try:
+            while self.step < self.total_steps and self.progress(elapsed()) < 1.0:
+                epoch, first = divmod(self.step, self.steps_per_epoch)
+                for idx in self.batches(epoch)[first:]:
+                    lr = self.opts.lr * lr_factor(self.progress(elapsed()), self.opts.warmup,
+                                                  self.opts.final_lr)
+                    loss = self.train_step(idx, lr)
+                    self._epoch_loss[0] += loss
+                    self._epoch_loss[1] += 1
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+                    if on_step is not None:
+                        on_step(self, loss)
+                    done = self.progress(elapsed()) >= 1.0
+                    if self._stop:
+                        if checkpoint:
+                            self.save(checkpoint, elapsed())
+                        raise KeyboardInterrupt
+                    if self.step % self.steps_per_epoch == 0 or done:
+                        stats = EpochStats(epoch + 1, self._epoch_loss[0] / self._epoch_loss[1], lr)
+                        self.history.append(stats)
+                        self._epoch_loss = [0.0, 0]
+                        if on_epoch is not None:
+                            on_epoch(self, stats)
+                    if checkpoint and (self.step % self.steps_per_epoch == 0 or
+                                       time.monotonic() - last_save > 60 * checkpoint_minutes):
+                        self.save(checkpoint, elapsed())
+                        last_save = time.monotonic()
+                    if done:
+                        break
+        finally:
+            restore()
+            if bar is not None:
+                bar.close()
+        self.elapsed = elapsed()
+
+    def _catch_interrupt(self) -> Callable[[], None]:
+        """First Ctrl-C: stop after the current step; a second one interrupts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            self._stop = True
+            signal.signal(signal.SIGINT, previous)
+            print("kaldi-compress: stopping after this step (Ctrl-C again to abort)",
+                  file=sys.stderr)
+
+        signal.signal(signal.SIGINT, handler)
+        return lambda: signal.signal(signal.SIGINT, previous)
+
+    # --- checkpoints -------------------------------------------------------------------
+    def fingerprint(self) -> dict:
+        """What a checkpoint must agree on: parameter shapes and the training chunks."""
+        return {"params": {k: list(p.shape) for k, p in self.params.items()},
+                "chunks": len(self.chunks), "frames": self.chunks.num_outputs,
+                "geometry": list(asdict(self.chunks.geometry).values())}
+
+    def state_dict(self, elapsed: float | None = None) -> dict:
+        return {"version": CHECKPOINT_VERSION,
+                "params": {k: p.detach().clone() for k, p in self.params.items()},
+                "optimizer": self.optimizer.state_dict(),
+                "step": self.step, "elapsed": self.elapsed if elapsed is None else elapsed,
+                "epoch_loss": list(self._epoch_loss),
+                "history": [asdict(h) for h in self.history],
+                "options": self.opts.schedule_dict(), "fingerprint": self.fingerprint()}
+
+    def load_state_dict(self, state: dict, where: str = "checkpoint") -> None:
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise KaldiCompressError(f"{where}: not a finetune checkpoint of this version")
+        if state["fingerprint"] != self.fingerprint():
+            raise KaldiCompressError(f"{where}: made for another student or other data")
+        mine = self.opts.schedule_dict()
+        for k, v in state["options"].items():
+            if mine.get(k) != v:
+                raise KaldiCompressError(f"{where}: made with {k}={v}, now {mine.get(k)} "
+                                         "(resume with the same options)")
+        with torch.no_grad():
+            for k, p in self.params.items():
+                p.copy_(state["params"][k])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self._epoch_loss = [float(state["epoch_loss"][0]), int(state["epoch_loss"][1])]
+        self.history = [EpochStats(**h) for h in state["history"]]
+
+    def save(self, path: str, elapsed: float | None = None) -> None:
+        """Write a checkpoint atomically (temporary file, then rename)."""
+        buf = io.BytesIO()
+        torch.save(self.state_dict(elapsed), buf)
+        write_output(path, [buf.getbuffer()])
+
+    def load(self, path: str) -> None:
+        if not Path(path).is_file():
+            raise KaldiCompressError(f"{path}: no checkpoint to resume from")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a corrupt file
+            raise KaldiCompressError(f"{path}: cannot read checkpoint: "
+                                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                                     ) from None
+        if not isinstance(state, dict):
+            raise KaldiCompressError(f"{path}: not a finetune checkpoint")
+        self.load_state_dict(state, path)

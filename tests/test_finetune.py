@@ -1,0 +1,322 @@
+"""Distillation fine-tuning: chunks as decoding cuts them, losses as defined, training
+that lowers the loss, a written model equal to the trained module, exact resume."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from kaldi_compress import cli
+from kaldi_compress.cli import finetune as finetune_cmd
+from kaldi_compress.compute.chunking import ComputeOptions, SimpleComputer
+from kaldi_compress.compute.forward import NnetForward
+from kaldi_compress.compress.svd import SvdOptions, svd_compress
+from kaldi_compress.errors import KaldiCompressError
+from kaldi_compress.finetune import (LossOptions, Trainer, TrainOptions, distill_loss,
+                                     lr_factor, make_chunks, network_outputs, table_corpus,
+                                     trainable_parameters)
+from kaldi_compress.finetune.loss import frame_kl, frame_mse
+from kaldi_compress.nnet3 import read_model, write_model
+from kaldi_compress.nnet3.edit import prepare_for_test
+
+
+# --- the small golden network (random init, 20-dim features, 8-dim i-vectors) -------------
+@pytest.fixture(scope="module")
+def nets(golden):
+    return golden / "nnets"
+
+
+@pytest.fixture(scope="module")
+def feats_args(nets) -> list[str]:
+    return [f"--feats=ark:{nets / 'feats_dim20.ark.txt'}",
+            f"--online-ivectors=ark:{nets / 'ivectors_m1.ark.txt'}",
+            "--online-ivector-period=10", "--frame-subsampling-factor=3"]
+
+
+@pytest.fixture(scope="module")
+def corpus(nets):
+    return table_corpus(f"ark:{nets / 'feats_dim20.ark.txt'}",
+                        f"ark:{nets / 'ivectors_m1.ark.txt'}", 10)
+
+
+@pytest.fixture(scope="module")
+def teacher_file(nets, tmp_path_factory):
+    """m1_tdnnf with a random output layer (Kaldi initialises it to zero), xent branch
+    removed: a teacher whose outputs carry information."""
+    model = read_model(str(nets / "m1_tdnnf.raw"))
+    prepare_for_test(model.nnet)
+    comp = model.nnet.components["output.affine"]
+    rng = np.random.default_rng(0)
+    comp.set("<LinearParams>", rng.normal(0, 0.5, comp["<LinearParams>"].shape))
+    comp.set("<BiasParams>", rng.normal(0, 0.5, comp["<BiasParams>"].shape))
+    path = tmp_path_factory.mktemp("teacher") / "teacher.raw"
+    write_model(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def student_file(teacher_file, tmp_path_factory):
+    """The teacher with its TDNN layers compressed by SVD (weights only)."""
+    model = read_model(str(teacher_file))
+    svd_compress(model.nnet, SvdOptions(param_ratio=0.7, components="tdnn*"))
+    path = tmp_path_factory.mktemp("student") / "student.raw"
+    write_model(model, str(path))
+    return path
+
+
+def teacher_nnet(teacher_file):
+    return read_model(str(teacher_file)).nnet
+
+
+def prepared(teacher_file, corpus, student_path, shifts=(0,)):
+    """(student Model, chunks with teacher targets)."""
+    student = read_model(str(student_path))
+    chunks, computer = make_chunks(corpus, teacher_nnet(teacher_file), student.nnet, 3, 51,
+                                   shifts)
+    chunks.targets = network_outputs(computer.forward, chunks)
+    return student, chunks
+
+
+OPTS = dict(epochs=4, lr=3e-3, batch_size=2, warmup=0.1)
+
+
+# --- chunks -------------------------------------------------------------------------------
+def test_chunk_targets_are_what_decoding_computes(teacher_file, corpus, student_file):
+    _, chunks = prepared(teacher_file, corpus, student_file)
+    computer = SimpleComputer(teacher_nnet(teacher_file), ComputeOptions(
+        frame_subsampling_factor=3, frames_per_chunk=51, online_ivector_period=10))
+    want = np.concatenate([computer.compute(u.feats, u.ivectors) for u in corpus.utterances])
+    got = chunks.targets[chunks.mask].float().numpy()
+    assert got.shape == want.shape == (sum(-(-len(u.feats) // 3) for u in corpus.utterances), 31)
+    assert np.abs(got - want).max() <= 2e-3 * max(1.0, np.abs(want).max())   # float16 storage
+    assert chunks.geometry.num_outputs == 17 and len(chunks) == 1 + 2 + 2
+
+
+def test_frame_shifts_cover_every_frame_once(teacher_file, corpus, student_file):
+    _, chunks = prepared(teacher_file, corpus, student_file, shifts=(0, 1, 2))
+    assert chunks.num_outputs == corpus.num_frames
+    with pytest.raises(KaldiCompressError, match="frame shifts"):
+        teacher = teacher_nnet(teacher_file)
+        make_chunks(corpus, teacher, teacher, 3, 51, (3,))
+
+
+# --- losses and schedule ------------------------------------------------------------------
+def test_losses_follow_their_definitions():
+    g = torch.Generator().manual_seed(0)
+    s, y = torch.randn(2, 3, 7, generator=g), torch.randn(2, 3, 7, generator=g)
+    p, q = torch.softmax(y / 2, -1), torch.softmax(s / 2, -1)
+    assert torch.allclose(frame_kl(s, y, 2.0), 4 * (p * (p / q).log()).sum(-1), atol=1e-6)
+    d = s - y
+    assert torch.allclose(frame_mse(s, y), d.var(-1, unbiased=False), atol=1e-6)
+    # a per-frame constant changes neither loss (the decoder does not see it)
+    shifted = s + torch.randn(2, 3, 1, generator=g)
+    assert torch.allclose(frame_kl(shifted, y), frame_kl(s, y), atol=1e-5)
+    assert torch.allclose(frame_mse(shifted, y), frame_mse(s, y), atol=1e-5)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    both = LossOptions(kl_weight=0.5, mse_weight=2.0)
+    want = (0.5 * frame_kl(s, y) + 2.0 * frame_mse(s, y))[mask].mean()
+    assert torch.allclose(distill_loss(s, y, mask, both), want, atol=1e-6)
+    assert float(distill_loss(y, y, mask, both)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_learning_rate_schedule():
+    assert lr_factor(0.0, 0.1, 0.02) == 0.0
+    assert lr_factor(0.05, 0.1, 0.02) == pytest.approx(0.5)
+    assert lr_factor(0.1, 0.1, 0.02) == pytest.approx(1.0)
+    assert lr_factor(0.55, 0.1, 0.02) == pytest.approx(0.02 + 0.98 * 0.5)
+    assert lr_factor(1.0, 0.1, 0.02) == pytest.approx(0.02)
+    after = [lr_factor(p, 0.1, 0.02) for p in np.linspace(0.1, 1, 50)]
+    assert all(a >= b for a, b in zip(after, after[1:]))
+
+
+# --- training -------------------------------------------------------------------------------
+def test_training_lowers_the_loss_and_writes_what_it_trained(teacher_file, corpus, student_file,
+                                                             tmp_path):
+    student, chunks = prepared(teacher_file, corpus, student_file)
+    trainer = Trainer(NnetForward(student.nnet), chunks, TrainOptions(**OPTS))
+    frozen = {n: [(t, np.array(v)) for t, v in c.fields if isinstance(v, np.ndarray)]
+              for n, c in student.nnet.components.items() if not c.is_updatable}
+    before = trainer.evaluate(chunks)
+    trainer.train()
+    after = trainer.evaluate(chunks)
+    assert after < 0.5 * before
+    assert [h.epoch for h in trainer.history] == [1, 2, 3, 4]
+    assert trainer.history[-1].loss < trainer.history[0].loss
+    # only updatable components are trained; batch norm keeps its statistics
+    assert {k.rsplit(".", 1)[0] for k in trainable_parameters(trainer.student)} == {
+        n for n, c in student.nnet.components.items() if c.is_updatable}
+    trainer.student.write_back()
+    out = tmp_path / "tuned.raw"
+    write_model(student, str(out))
+    reread = read_model(str(out)).nnet
+    for n, fields in frozen.items():
+        for token, value in fields:
+            assert np.array_equal(reread.components[n][token], value), (n, token)
+    opts = ComputeOptions(frame_subsampling_factor=3, frames_per_chunk=51,
+                          online_ivector_period=10)
+    utts = [(u.feats, u.ivectors) for u in corpus.utterances]
+    trained = SimpleComputer(student.nnet, opts, forward=trainer.student).compute_many(utts)
+    written = SimpleComputer(reread, ComputeOptions(**vars(opts))).compute_many(utts)
+    for a, b in zip(trained, written):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_checkpoint_restores_exactly_and_resume_continues_the_same_run(teacher_file, corpus,
+                                                                      student_file, tmp_path):
+    student, chunks = prepared(teacher_file, corpus, student_file)
+    full = Trainer(NnetForward(student.nnet), chunks, TrainOptions(**OPTS))
+    full.train()
+    ckpt = str(tmp_path / "run.ckpt")
+    student, _ = prepared(teacher_file, corpus, student_file)
+    first = Trainer(NnetForward(student.nnet), chunks, TrainOptions(**OPTS))
+
+    def interrupt_at_5(trainer, loss):
+        if trainer.step == 5:       # mid-epoch: 3 steps per epoch
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        first.train(ckpt, on_step=interrupt_at_5)
+    assert first.step == 5 and os.path.exists(ckpt)
+    student, _ = prepared(teacher_file, corpus, student_file)
+    second = Trainer(NnetForward(student.nnet), chunks, TrainOptions(**OPTS))
+    second.load(ckpt)
+    assert second.step == 5
+    for name, p in second.params.items():
+        assert torch.equal(p, first.params[name]), name
+    a, b = first.optimizer.state_dict()["state"], second.optimizer.state_dict()["state"]
+    assert all(torch.equal(a[k]["exp_avg_sq"], b[k]["exp_avg_sq"]) for k in a)
+    second.train()
+    assert second.step == full.step == 12
+    for name, p in second.params.items():
+        assert torch.equal(p, full.params[name]), name
+    assert [h.loss for h in second.history] == pytest.approx([h.loss for h in full.history])
+
+
+def test_checkpoint_refuses_other_runs(teacher_file, corpus, student_file, tmp_path):
+    student, chunks = prepared(teacher_file, corpus, student_file)
+    trainer = Trainer(NnetForward(student.nnet), chunks, TrainOptions(**OPTS))
+    ckpt = str(tmp_path / "a.ckpt")
+    trainer.save(ckpt)
+    other = Trainer(NnetForward(student.nnet), chunks, TrainOptions(**{**OPTS, "lr": 1e-2}))
+    with pytest.raises(KaldiCompressError, match="lr=0.003, now 0.01"):
+        other.load(ckpt)
+    teacher = teacher_nnet(teacher_file)
+    _, tchunks = prepared(teacher_file, corpus, teacher_file)
+    as_teacher = Trainer(NnetForward(teacher), tchunks, TrainOptions(**OPTS))
+    with pytest.raises(KaldiCompressError, match="another student"):
+        as_teacher.load(ckpt)
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(KaldiCompressError, match="cannot read checkpoint"):
+        trainer.load(str(bad))
+
+
+# --- command line ---------------------------------------------------------------------------
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    monkeypatch.setitem(cli.COMMANDS, "finetune", finetune_cmd)
+
+    def run(*argv: str) -> tuple[int, str]:
+        rc = cli.main(["finetune", *argv])
+        return rc, capsys.readouterr().err
+    return run
+
+
+def test_cli_interrupt_and_resume_give_the_uninterrupted_result(teacher_file, feats_args,
+                                                                student_file,
+                                                                tmp_path, run_cli, monkeypatch):
+    common = [f"--teacher={teacher_file}", *feats_args, "--epochs=3",
+              "--batch-size=4", "--lr=0.003", "--frame-shifts=false"]
+    straight = tmp_path / "straight.raw"
+    rc, err = run_cli(*common, str(student_file), str(straight))
+    assert rc == 0, err
+    assert "loss before training" in err and "epoch 3/3" in err
+    assert not os.path.exists(f"{straight}.ckpt")
+
+    out = tmp_path / "out.raw"
+    real_step = Trainer.train_step
+
+    def step_then_ctrl_c(self, idx, lr):
+        loss = real_step(self, idx, lr)
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
+    rc, err = run_cli(*common, str(student_file), str(out))
+    assert rc == 130 and "interrupted" in err and "--resume" in err
+    assert not out.exists() and os.path.exists(f"{out}.ckpt")
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    rc, err = run_cli(*common, str(student_file), str(out))
+    assert rc == 1 and "--resume" in err and err.count("\n") == 1
+    rc, err = run_cli(*common, "--resume", str(student_file), str(out))
+    assert rc == 0, err
+    assert "resuming" in err and not os.path.exists(f"{out}.ckpt")
+    assert out.read_bytes() == straight.read_bytes()
+
+
+@pytest.mark.parametrize("case,message", [
+    ("overwrite", "refusing to overwrite"),
+    ("dims", "input dimension (24) differs from the teacher's (20)"),
+    ("no-data", "no training data"),
+    ("both-data", "either --feats or --model-dir"),
+    ("feat-dim", "expects input features of dimension 20, got 24"),
+    ("no-ckpt", "no checkpoint to resume from"),
+    ("epochs", "--epochs must be >= 1"),
+    ("period", "--online-ivector-period > 0"),
+])
+def test_cli_bad_input_is_one_line(nets, teacher_file, feats_args, student_file, tmp_path,
+                                   run_cli, case, message):
+    teacher = f"--teacher={teacher_file}"
+    out = str(tmp_path / "out.raw")
+    dim24 = f"--feats=ark:{nets / 'feats_dim24.ark.txt'}"
+    argv = {
+        "overwrite": [teacher, *feats_args, str(student_file), str(student_file)],
+        "dims": [teacher, *feats_args, str(nets / "m2_simple.raw"), out],
+        "no-data": [teacher, str(student_file), out],
+        "both-data": [teacher, *feats_args, f"--model-dir={tmp_path}", f"--data={tmp_path}",
+                      str(student_file), out],
+        "feat-dim": [teacher, dim24, str(student_file), out],
+        "no-ckpt": [teacher, *feats_args, "--resume", str(student_file), out],
+        "epochs": [teacher, *feats_args, "--epochs=0", str(student_file), out],
+        "period": [teacher, *feats_args[:2], str(student_file), out],
+    }[case]
+    rc, err = run_cli(*argv)
+    assert rc == 1 and message in err and err.count("\n") == 1, err
+    assert not os.path.exists(out)
+
+
+# --- the Korean model ---------------------------------------------------------------------
+@pytest.mark.slow
+def test_korean_compressed_model_gains_fidelity_on_held_out_audio(
+        ko_mdl, ko_model_dir, kspon_ko, ko_wide_dev, tmp_path, run_cli):
+    from kaldi_compress.compute.fidelity import fidelity
+
+    base = read_model(str(ko_mdl))
+    prepare_for_test(base.nnet)
+    teacher_path, student_path = tmp_path / "base.mdl", tmp_path / "svd.mdl"
+    write_model(base, str(teacher_path))
+    svd_compress(base.nnet, SvdOptions(param_ratio=0.7, components="tdnn*"))
+    write_model(base, str(student_path))
+    train, held_out = tmp_path / "train", tmp_path / "held_out"
+    for d, wavs in ((train, sorted(kspon_ko.glob("*.wav"))[:20]),
+                    (held_out, sorted(ko_wide_dev.glob("*.wav"))[:8])):
+        d.mkdir()
+        for w in wavs:
+            (d / w.name).symlink_to(w)
+    out = tmp_path / "tuned.mdl"
+    rc, err = run_cli(f"--teacher={teacher_path}", f"--model-dir={ko_model_dir}",
+                      f"--data={train}", "--dither=0", "--epochs=3",
+                      str(student_path), str(out))
+    assert rc == 0, err
+    teacher = read_model(str(teacher_path)).nnet
+    untuned, tuned = (fidelity(teacher, read_model(str(p)).nnet, ko_model_dir, held_out,
+                               frames_per_chunk=51, dither=0.0) for p in (student_path, out))
+    assert tuned.kl < 0.8 * untuned.kl
+    assert tuned.agreement > untuned.agreement + 5
+    assert math.isfinite(tuned.snr_db) and tuned.snr_db > untuned.snr_db
