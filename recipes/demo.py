@@ -56,8 +56,10 @@ def default_systems(quick: bool) -> list[System]:
                   {"energy_threshold": 0.9, "shrinkage_threshold": 0.8}),
            System("svd-weights-0.75", "svd", {"param_ratio": 0.75, "data": False})]
     out += [System(f"svd-{r}", "svd", {"param_ratio": r, "data": True}) for r in ratios]
-    out += [System("tt-0.75", "tt", {"param_ratio": 0.75}),
-            System("svd-0.5-finetuned", "finetune", {"student": "svd-0.5"})]
+    tune = {"max_minutes": 25 if not quick else 5}
+    out += [System("svd-0.5-finetuned", "finetune", {"student": "svd-0.5", **tune}),
+            System("tt-0.75", "tt", {"param_ratio": 0.75}),
+            System("tt-0.75-finetuned", "finetune", {"student": "tt-0.75", **tune})]
     return out
 
 
@@ -112,8 +114,8 @@ def synthesize(out: Path) -> Path:
     return out
 
 
-def build(system: System, args, models: Path, calibration_dirs: list[Path]) -> dict | None:
-    """Write OUT/models/NAME.mdl (and NAME.json) unless present; None if unavailable."""
+def build(system: System, args, models: Path, calibration_dirs: list[Path]) -> dict:
+    """Write OUT/models/NAME.mdl (and NAME.json) unless present."""
     from kaldi_compress import read_model, write_model
     from kaldi_compress.evaluate.vosk_decode import vosk_korean_model_dir
     from kaldi_compress.nnet3.edit import prepare_for_test
@@ -123,15 +125,16 @@ def build(system: System, args, models: Path, calibration_dirs: list[Path]) -> d
         return json.loads(info_path.read_text())
     t = time.perf_counter()
     if system.method == "finetune":
+        from kaldi_compress import cli
         student = models / f"{system.options['student']}.mdl"
-        try:
-            from kaldi_compress.finetune import finetune_dirs   # noqa: F401
-        except ImportError:
-            return None
-        from kaldi_compress.finetune import finetune_dirs
-        finetune_dirs(teacher=str(models / "prepared.mdl"), student=str(student),
-                      out=str(out), model_dir=str(vosk_korean_model_dir()),
-                      data_dirs=[str(d) for d in calibration_dirs])
+        argv = ["finetune", f"--teacher={models / 'prepared.mdl'}",
+                f"--model-dir={vosk_korean_model_dir()}", "--dither=0",
+                *(f"--data={d}" for d in calibration_dirs),
+                *(f"--{k.replace('_', '-')}={v}" for k, v in system.options.items()
+                  if k != "student"),
+                "--resume=" + str(Path(f"{out}.ckpt").exists()).lower(), str(student), str(out)]
+        if cli.main(argv) != 0:
+            sys.exit(f"demo: fine-tuning {system.name} failed")
         model = read_model(str(out))
     else:
         model = read_model(str(vosk_korean_model_dir() / "am" / "final.mdl"))
@@ -148,11 +151,9 @@ def build(system: System, args, models: Path, calibration_dirs: list[Path]) -> d
             svd_compress(model.nnet, SvdOptions(param_ratio=system.options["param_ratio"],
                                                 calibration=cal, progress=True))
         elif system.method == "tt":
-            try:
-                from kaldi_compress.compress import tt
-            except ImportError:
-                return None
-            tt.tt_compress_model(model, param_ratio=system.options["param_ratio"])
+            from kaldi_compress.compress.tt_compress import TtOptions, tt_compress
+            tt_compress(model.nnet, TtOptions(param_ratio=system.options["param_ratio"],
+                                              progress=True))
         write_model(model, str(out))
     info = {"name": system.name, "method": system.method, "options": system.options,
             "num_parameters": model.nnet.num_parameters, "size_bytes": out.stat().st_size,
@@ -183,6 +184,9 @@ def main() -> None:
                     help="unlabeled in-domain wav dirs for data-aware SVD and fine-tuning "
                     "(default: the speech dir itself, without its transcripts)")
     ap.add_argument("--calibration-utts", type=int, default=120)
+    ap.add_argument("--finetune-data", action="append", default=[],
+                    help="unlabeled wav dirs for fine-tuning (default: the calibration dirs "
+                    "and ../shared/data/kspon_ko when present)")
     ap.add_argument("--systems", help="comma-separated subset of the sweep's system names")
     ap.add_argument("--quick", action="store_true", help="a shorter sweep")
     ap.add_argument("--agreement-only", action="store_true",
@@ -198,6 +202,8 @@ def main() -> None:
     decodes.mkdir(parents=True, exist_ok=True)
     data, refs = prepare_data(args)
     cal_dirs = [Path(d) for d in args.calibration] or [data]
+    tune_dirs = [Path(d) for d in args.finetune_data] or cal_dirs + \
+        [d for d in [SHARED / "data" / "kspon_ko"] if d.is_dir() and d not in cal_dirs]
     systems = default_systems(args.quick)
     if args.systems:
         wanted = args.systems.split(",")
@@ -207,10 +213,7 @@ def main() -> None:
     rows = []
     base_hyps = None
     for system in systems:
-        info = build(system, args, models, cal_dirs)
-        if info is None:
-            print(f"demo: skipping {system.name} (not available in this version)", file=sys.stderr)
-            continue
+        info = build(system, args, models, tune_dirs if system.method == "finetune" else cal_dirs)
         dec = decode_system(system.name, models, decodes, data, args.jobs)
         if system.name == "prepared":
             base_hyps = dec["hyps"]

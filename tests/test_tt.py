@@ -20,7 +20,14 @@ from kaldi_compress.nnet3.descriptors import NodeRef
 from kaldi_compress.nnet3.edit import prepare_for_test
 from kaldi_compress.nnet3.graph import Node
 
-tt_cli.limit_blas_threads()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    """Small SVDs: one BLAS thread, as the tt command runs them."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1, "blas"):
+        yield
 
 SHAPES = [TTShape((24, 32), (8, 8)), TTShape((8, 8, 12), (4, 4, 4)),
           TTShape((4, 4, 6, 8), (2, 2, 4, 4))]

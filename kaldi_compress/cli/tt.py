@@ -1,7 +1,6 @@
 """``kaldi-compress tt [options] IN OUT``: tensor-train layers written as Kaldi components."""
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 
@@ -44,31 +43,6 @@ def add_parser(sub, kaldi_bool) -> None:
     p.add_argument("output", help="output model (- for stdout)")
 
 
-def limit_blas_threads(n: int = 1) -> None:
-    """Run every OpenBLAS loaded in this process on ``n`` threads (as threadpoolctl does),
-    unless OPENBLAS_NUM_THREADS is set.  TT-SVD's matrices are small: on a busy machine
-    spinning BLAS threads make them up to 100x slower, and one thread loses little."""
-    if "OPENBLAS_NUM_THREADS" in os.environ:
-        return
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f
-                     if "openblas" in line.lower() and line.split()[-1].startswith("/")}
-    except OSError:
-        return
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in ("openblas_set_num_threads", "openblas_set_num_threads64_",
-                     "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads"):
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn(ctypes.c_int(n))
-                break
-
-
 def run(args) -> int:
     from ..compress.tt import TTShape
     from ..compress.tt_compress import TtOptions, format_report, tt_compress
@@ -83,10 +57,13 @@ def run(args) -> int:
                      cores, args.allow_svd, args.shrinkage_threshold,
                      progress=sys.stderr.isatty())
     opts.check()
-    limit_blas_threads()
     model = read_model(args.input)
     before = model.nnet.num_parameters
-    reports = tt_compress(model.nnet, opts)
+    # TT-SVD's matrices are small: spinning BLAS threads on a busy machine make them up to
+    # 100x slower, and one thread loses little (unless the user set OPENBLAS_NUM_THREADS).
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(None if "OPENBLAS_NUM_THREADS" in os.environ else 1, "blas"):
+        reports = tt_compress(model.nnet, opts)
     print(format_report(reports), file=sys.stderr, end="")
     after = model.nnet.num_parameters
     print(f"kaldi-compress: parameters {before} -> {after} ({after / before:.4f}x)",
