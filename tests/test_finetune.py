@@ -294,7 +294,7 @@ def test_cli_bad_input_is_one_line(nets, teacher_file, feats_args, student_file,
 # --- the Korean model ---------------------------------------------------------------------
 @pytest.mark.slow
 def test_korean_compressed_model_gains_fidelity_on_held_out_audio(
-        ko_mdl, ko_model_dir, kspon_ko, ko_wide_dev, tmp_path, run_cli):
+        ko_mdl, ko_model_dir, ko_wide_dev, tmp_path, run_cli):
     from kaldi_compress.compute.fidelity import fidelity
 
     base = read_model(str(ko_mdl))
@@ -304,8 +304,10 @@ def test_korean_compressed_model_gains_fidelity_on_held_out_audio(
     svd_compress(base.nnet, SvdOptions(param_ratio=0.7, components="tdnn*"))
     write_model(base, str(student_path))
     train, held_out = tmp_path / "train", tmp_path / "held_out"
-    for d, wavs in ((train, sorted(kspon_ko.glob("*.wav"))[:20]),
-                    (held_out, sorted(ko_wide_dev.glob("*.wav"))[:8])):
+    wide = sorted(ko_wide_dev.glob("*.wav"))
+    # same domain, disjoint utterances: telephone-band training audio (kspon_ko) moves the
+    # student away from the teacher on wideband speech
+    for d, wavs in ((train, wide[8:28]), (held_out, wide[:8])):
         d.mkdir()
         for w in wavs:
             (d / w.name).symlink_to(w)
@@ -317,6 +319,6 @@ def test_korean_compressed_model_gains_fidelity_on_held_out_audio(
     teacher = read_model(str(teacher_path)).nnet
     untuned, tuned = (fidelity(teacher, read_model(str(p)).nnet, ko_model_dir, held_out,
                                frames_per_chunk=51, dither=0.0) for p in (student_path, out))
-    assert tuned.kl < 0.8 * untuned.kl
+    assert tuned.kl < 0.8 * untuned.kl, (untuned, tuned)
     assert tuned.agreement > untuned.agreement + 5
     assert math.isfinite(tuned.snr_db) and tuned.snr_db > untuned.snr_db
