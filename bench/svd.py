@@ -56,7 +56,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--decode", action="store_true", help="also measure Vosk RTF (minutes)")
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "ko_wide_dev"))
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=MDL",
+                    help="with --decode: also time this model (e.g. one from recipes/demo.py)")
     args = ap.parse_args()
+    extra = [tuple(m.split("=", 1)) for m in args.model]
+    if any(len(m) != 2 for m in extra):
+        ap.error("--model takes NAME=MDL")
     mdl = vosk_korean_model_dir() / "am" / "final.mdl"
     raw = mdl.read_bytes()
     base = prepared(raw)
@@ -90,26 +95,42 @@ def main() -> None:
             t = median(lambda: subprocess.run(cmd, check=True, capture_output=True), args.repeats)
             print(f"{label:<62}{t:>10.3f}{kaldi:>15.3f}{t / kaldi:>7.2f}x   (reference: Kaldi)")
         if args.decode:
-            decode_speed(raw, Path(args.data), Path(tmp))
+            decode_speed(raw, Path(args.data), Path(tmp), extra)
 
 
-def decode_speed(raw: bytes, data: Path, tmp: Path) -> None:
+NARROW_SEARCH = "--min-active=1\n--max-active=1\n--beam=0.1\n--lattice-beam=0.1\n"
+
+
+def decode_speed(raw: bytes, data: Path, tmp: Path, extra: list[tuple[str, str]]) -> None:
+    """Vosk RTF with the model's own search settings, and with the search narrowed to one
+    active token (``--max-active=1``): what remains is the front end and the network, so
+    the second column shows how much of decoding the acoustic model is."""
     from kaldi_compress import write_model
     from kaldi_compress.evaluate.vosk_decode import decode, list_wavs, model_dir_with_am
     wavs = list_wavs(data)
     md = vosk_korean_model_dir()
-    rows = []
+    models = []
     for name, ratio in [("prepared", None), ("svd 0.75", 0.75), ("svd 0.5", 0.5)]:
         m = prepared(raw)
         if ratio:
             svd_compress(m.nnet, SvdOptions(param_ratio=ratio))
         path = tmp / f"{name.replace(' ', '_')}.mdl"
         write_model(m, str(path))
-        r = decode(model_dir_with_am(md, path, tmp / f"v_{path.stem}"), wavs, jobs=1)
-        rows.append((name, m.nnet.num_parameters, r.rtf))
-    print(f"\n{'Vosk decoding (1 process)':<26}{'parameters':>12}{'RTF':>8}{'vs base':>9}")
-    for name, params, rtf in rows:
-        print(f"{name:<26}{params:>12,}{rtf:>8.3f}{rtf / rows[0][2]:>8.2f}x")
+        models.append((name, path, m.nnet.num_parameters))
+    models += [(name, Path(mdl), read_model(mdl).nnet.num_parameters) for name, mdl in extra]
+    rows = []
+    for i, (name, path, params) in enumerate(models):
+        full = model_dir_with_am(md, path, tmp / f"v{i}")
+        narrow = model_dir_with_am(md, path, tmp / f"n{i}")
+        with open(narrow / "conf" / "model.conf", "a") as f:
+            f.write(NARROW_SEARCH)
+        rows.append((name, params, decode(full, wavs, jobs=1).rtf,
+                     decode(narrow, wavs, jobs=1).rtf))
+    print(f"\n{'Vosk decoding (1 process)':<26}{'parameters':>12}{'RTF':>8}{'vs base':>9}"
+          f"{'RTF, max-active=1':>19}{'vs base':>9}")
+    for name, params, rtf, rtf_n in rows:
+        print(f"{name:<26}{params:>12,}{rtf:>8.3f}{rtf / rows[0][2]:>8.2f}x"
+              f"{rtf_n:>19.3f}{rtf_n / rows[0][3]:>8.2f}x")
 
 
 if __name__ == "__main__":

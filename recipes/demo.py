@@ -58,8 +58,10 @@ def default_systems(quick: bool) -> list[System]:
     out += [System(f"svd-{r}", "svd", {"param_ratio": r, "data": True}) for r in ratios]
     tune = {"max_minutes": 25 if not quick else 5}
     out += [System("svd-0.5-finetuned", "finetune", {"student": "svd-0.5", **tune}),
-            System("tt-0.75", "tt", {"param_ratio": 0.75}),
-            System("tt-0.75-finetuned", "finetune", {"student": "tt-0.75", **tune})]
+            System("tt-0.75", "tt", {"param_ratio": 0.75, "allow_svd": True}),
+            System("tt-0.75-finetuned", "finetune", {"student": "tt-0.75", **tune}),
+            System("tt-only-0.75", "tt", {"param_ratio": 0.75, "allow_svd": False}),
+            System("tt-only-0.75-finetuned", "finetune", {"student": "tt-only-0.75", **tune})]
     return out
 
 
@@ -152,12 +154,16 @@ def build(system: System, args, models: Path, calibration_dirs: list[Path]) -> d
                                                 calibration=cal, progress=True))
         elif system.method == "tt":
             from kaldi_compress.compress.tt_compress import TtOptions, tt_compress
-            tt_compress(model.nnet, TtOptions(param_ratio=system.options["param_ratio"],
-                                              progress=True))
+            reports = tt_compress(model.nnet, TtOptions(
+                param_ratio=system.options["param_ratio"],
+                allow_svd=system.options["allow_svd"], progress=True))
+            layers = {m: sum(r.method == m for r in reports) for m in ("tt", "svd", "kept")}
         write_model(model, str(out))
     info = {"name": system.name, "method": system.method, "options": system.options,
             "num_parameters": model.nnet.num_parameters, "size_bytes": out.stat().st_size,
             "build_seconds": round(time.perf_counter() - t, 1)}
+    if system.method == "tt":
+        info["layers"] = layers     # how many layers the budget gave TT, SVD, or left alone
     atomic_write_text(info_path, json.dumps(info, indent=1))
     return info
 
@@ -246,6 +252,8 @@ def results_table(rows: list[dict], with_cer: bool, data: Path) -> str:
     head = ["system", "parameters", "ratio", "size (MB)"]
     head += ["CER %", "ΔCER"] if with_cer else []
     head += ["agreement CER %", "RTF", "RTF ratio", "build (s)"]
+    with_layers = any("layers" in r for r in rows)
+    head += ["layers TT/SVD/kept"] if with_layers else []
     lines = [f"Speech: `{data}` ({'CER against the transcripts' if with_cer else 'agreement with the prepared model only'}); decoded by Vosk.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -255,6 +263,9 @@ def results_table(rows: list[dict], with_cer: bool, data: Path) -> str:
             cells += [f"{r['cer']:.2f}", f"{r['cer'] - base['cer']:+.2f}"]
         cells += [f"{r['agreement_cer']:.2f}", f"{r['rtf']:.3f}", f"{r['rtf'] / base['rtf']:.2f}",
                   f"{r['build_seconds']:.0f}"]
+        if with_layers:
+            n = r.get("layers")
+            cells.append(f"{n['tt']}/{n['svd']}/{n['kept']}" if n else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
