@@ -224,6 +224,9 @@ def main() -> None:
         if system.name == "prepared":
             base_hyps = dec["hyps"]
         row = dict(info, rtf=dec["rtf"])
+        student = next((r for r in rows if r["name"] == system.options.get("student")), {})
+        if "layers" in student:
+            row["layers"] = student["layers"]       # fine-tuning keeps the structure
         if refs:
             s = score(refs, dec["hyps"], unit="char", normalize=korean_normalize)
             row["cer"], row["cer_line"] = s.rate, s.format().splitlines()[0]

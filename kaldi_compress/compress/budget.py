@@ -62,11 +62,23 @@ def choose(table: list[list[Option]], budget: int, fixed_params: int) -> list[Op
         raise KaldiCompressError(f"cannot reach {budget} parameters: compressing every layer "
                                  f"as far as allowed still leaves {floor}")
 
-    def pick(lam: float) -> list[Option]:
-        return [min(opts, key=lambda o: (o.damage + lam * o.params, o.params)) for opts in table]
+    # options as (units x max options) arrays, padded with infinite damage
+    width = max(len(opts) for opts in table)
+    params = np.zeros((len(table), width))
+    damage = np.full((len(table), width), np.inf)
+    for i, opts in enumerate(table):
+        params[i, :len(opts)] = [o.params for o in opts]
+        damage[i, :len(opts)] = [o.damage for o in opts]
+    rows = np.arange(len(table))
 
-    def total(choice: list[Option]) -> int:
-        return fixed_params + sum(o.params for o in choice)
+    def pick(lam: float) -> np.ndarray:
+        """Per unit, the first option minimising (damage + lam params, params)."""
+        cost = damage + lam * params
+        tied = np.where(cost == cost.min(axis=1, keepdims=True), params, np.inf)
+        return tied.argmin(axis=1)
+
+    def total(idx: np.ndarray) -> int:
+        return fixed_params + int(params[rows, idx].sum())
 
     lo, hi = 0.0, 1.0
     while total(pick(hi)) > budget:
@@ -79,10 +91,10 @@ def choose(table: list[list[Option]], budget: int, fixed_params: int) -> list[Op
             lo = mid
         else:
             hi = mid
-    choice = pick(hi)
-    if total(choice) > budget:  # ties at the boundary: take the cheapest options
+    choice = [opts[j] for opts, j in zip(table, pick(hi))]
+    if fixed_params + sum(o.params for o in choice) > budget:   # ties at the boundary
         choice = [min(opts, key=lambda o: o.params) for opts in table]
-    return _spend_leftover(table, choice, budget - total(choice))
+    return _spend_leftover(table, choice, budget - fixed_params - sum(o.params for o in choice))
 
 
 def _spend_leftover(table: list[list[Option]], choice: list[Option], slack: int) -> list[Option]:
