@@ -62,6 +62,9 @@ def default_systems(quick: bool) -> list[System]:
             System("tt-0.75-finetuned", "finetune", {"student": "tt-0.75", **tune}),
             System("tt-only-0.75", "tt", {"param_ratio": 0.75, "allow_svd": False}),
             System("tt-only-0.75-finetuned", "finetune", {"student": "tt-only-0.75", **tune})]
+    if not quick:
+        out += [System("tt-0.5", "tt", {"param_ratio": 0.5, "allow_svd": True}),
+                System("tt-only-0.9", "tt", {"param_ratio": 0.9, "allow_svd": False})]
     return out
 
 
