@@ -98,7 +98,8 @@ def main() -> None:
             decode_speed(raw, Path(args.data), Path(tmp), extra)
 
 
-NARROW_SEARCH = "--min-active=1\n--max-active=2\n--beam=1\n--lattice-beam=0.5\n"   # Kaldi needs max-active > 1
+# the narrowest search Kaldi's decoder accepts (it requires max-active > 1)
+NARROW_SEARCH = "--min-active=1\n--max-active=2\n--beam=1\n--lattice-beam=0.5\n"
 
 
 def decode_speed(raw: bytes, data: Path, tmp: Path, extra: list[tuple[str, str]]) -> None:

@@ -129,6 +129,7 @@ def build(system: System, args, models: Path, calibration_dirs: list[Path]) -> d
     if out.exists() and info_path.exists():
         return json.loads(info_path.read_text())
     t = time.perf_counter()
+    extra = {}
     if system.method == "finetune":
         from kaldi_compress import cli
         student = models / f"{system.options['student']}.mdl"
@@ -160,13 +161,13 @@ def build(system: System, args, models: Path, calibration_dirs: list[Path]) -> d
             reports = tt_compress(model.nnet, TtOptions(
                 param_ratio=system.options["param_ratio"],
                 allow_svd=system.options["allow_svd"], progress=True))
-            layers = {m: sum(r.method == m for r in reports) for m in ("tt", "svd", "kept")}
+            # how many layers the budget gave TT, SVD, or left alone
+            extra["layers"] = {m: sum(r.method == m for r in reports)
+                               for m in ("tt", "svd", "kept")}
         write_model(model, str(out))
     info = {"name": system.name, "method": system.method, "options": system.options,
             "num_parameters": model.nnet.num_parameters, "size_bytes": out.stat().st_size,
-            "build_seconds": round(time.perf_counter() - t, 1)}
-    if system.method == "tt":
-        info["layers"] = layers     # how many layers the budget gave TT, SVD, or left alone
+            "build_seconds": round(time.perf_counter() - t, 1), **extra}
     atomic_write_text(info_path, json.dumps(info, indent=1))
     return info
 

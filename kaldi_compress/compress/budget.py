@@ -91,9 +91,11 @@ def choose(table: list[list[Option]], budget: int, fixed_params: int) -> list[Op
             lo = mid
         else:
             hi = mid
-    choice = [opts[j] for opts, j in zip(table, pick(hi))]
-    if fixed_params + sum(o.params for o in choice) > budget:   # ties at the boundary
+    idx = pick(hi)
+    if total(idx) > budget:  # ties at the boundary: take the cheapest options
         choice = [min(opts, key=lambda o: o.params) for opts in table]
+    else:
+        choice = [opts[j] for opts, j in zip(table, idx)]
     return _spend_leftover(table, choice, budget - fixed_params - sum(o.params for o in choice))
 
 
