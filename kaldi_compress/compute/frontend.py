@@ -2,10 +2,11 @@
 
 Options come from a Kaldi MFCC config (e.g. a Vosk model's ``conf/mfcc.conf``) with
 Kaldi's names and defaults.  Like Kaldi and Vosk, the default dither of 1 adds
-Gaussian noise of that standard deviation to every frame's samples; the noise
-comes from kaldi-native-fbank's generator (the same sequence in every run, not
-Kaldi's), so only ``dither=0`` gives features equal to Kaldi's.  Waveforms are
-16-bit PCM wav files; samples are used as integers in [-32768, 32767], as Kaldi does.
+Gaussian noise of that standard deviation to every frame's samples.  The noise is
+Kaldi's own (:mod:`.kaldi_rand`): a :class:`KaldiDither` carried from utterance to
+utterance gives the features of one ``compute-mfcc-feats`` process run over the same
+utterances in the same order.  Waveforms are 16-bit PCM wav files; samples are used
+as integers in [-32768, 32767], as Kaldi does.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import kaldi_native_fbank as knf
 import numpy as np
 
 from ..errors import KaldiCompressError
+from .kaldi_rand import KaldiDither
 from .options import get_bool, get_float, get_int, read_options, reject_unknown
 
 # Kaldi option name -> (knf section, knf attribute, kind)
@@ -68,6 +70,7 @@ class MfccConfig:
         return cls(opts)
 
     def knf_options(self) -> knf.MfccOptions:
+        """kaldi-native-fbank's options; its own dither is off (see :func:`compute_mfcc`)."""
         reject_unknown(self.options, set(_MFCC_OPTIONS) | _IGNORED, "MFCC config")
         values = {**KALDI_DEFAULTS, **{k: v for k, v in self.options.items() if k not in _IGNORED}}
         opts = knf.MfccOptions()
@@ -82,7 +85,12 @@ class MfccConfig:
             else:
                 value = values[name]
             setattr(sections[section], attr, value)
+        opts.frame_opts.dither = 0.0
         return opts
+
+    @property
+    def dither(self) -> float:
+        return get_float({**KALDI_DEFAULTS, **self.options}, "dither", 1.0)
 
     @property
     def sample_frequency(self) -> float:
@@ -103,14 +111,47 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return np.frombuffer(data, dtype="<i2").astype(np.float32), rate
 
 
-def compute_mfcc(samples: np.ndarray, rate: int, config: MfccConfig) -> np.ndarray:
-    """MFCC matrix (frames x num-ceps) of a waveform, float32."""
+def frame_windows(samples: np.ndarray, shift: int, length: int, snip_edges: bool) -> np.ndarray:
+    """Every frame's samples as Kaldi's ExtractWindow takes them: (frames x length).
+
+    snip-edges: frame t starts at t*shift and must fit in the wave.  Otherwise there
+    are round(n / shift) frames centred on t*shift + shift/2, and samples outside the
+    wave are reflected (-1 -> 0, n -> n-1): index s maps to m = s mod 2n, or 2n-1-m
+    when m >= n.
+    """
+    n = len(samples)
+    if snip_edges:
+        starts = np.arange(0 if n < length else 1 + (n - length) // shift) * shift
+    else:
+        starts = np.arange((n + shift // 2) // shift) * shift + shift // 2 - length // 2
+    m = (starts[:, None] + np.arange(length)) % (2 * n)
+    return samples[np.where(m >= n, 2 * n - 1 - m, m)]
+
+
+def compute_mfcc(samples: np.ndarray, rate: int, config: MfccConfig,
+                 dither: KaldiDither | None = None) -> np.ndarray:
+    """MFCC matrix (frames x num-ceps) of a waveform, float32.
+
+    With a non-zero dither the frames are cut here, the noise of ``dither`` (default:
+    a fresh process's) is added, and kaldi-native-fbank computes each noisy window as
+    a frame of its own (a shift of one window length); the rest of Kaldi's per-frame
+    processing (DC removal, energy, pre-emphasis, window, mel, DCT) is the same.
+    """
     if rate != config.sample_frequency:
         raise KaldiCompressError(f"wav sample rate {rate} Hz differs from the MFCC "
                                  f"config's {config.sample_frequency:g} Hz (resampling is not "
                                  "supported)")
-    mfcc = knf.OnlineMfcc(config.knf_options())
-    mfcc.accept_waveform(float(rate), np.ascontiguousarray(samples, dtype=np.float32))
+    opts = config.knf_options()
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    if config.dither != 0.0 and len(samples):
+        frame = opts.frame_opts
+        shift = int(frame.samp_freq * 0.001 * frame.frame_shift_ms)
+        length = int(frame.samp_freq * 0.001 * frame.frame_length_ms)
+        windows = frame_windows(samples, shift, length, frame.snip_edges)
+        samples = (dither or KaldiDither(config.dither))(windows).reshape(-1)
+        frame.frame_shift_ms, frame.snip_edges = frame.frame_length_ms, True
+    mfcc = knf.OnlineMfcc(opts)
+    mfcc.accept_waveform(float(rate), samples)
     mfcc.input_finished()
     n = mfcc.num_frames_ready
     if n == 0:
@@ -118,6 +159,7 @@ def compute_mfcc(samples: np.ndarray, rate: int, config: MfccConfig) -> np.ndarr
     return np.stack([mfcc.get_frame(i) for i in range(n)]).astype(np.float32)
 
 
-def wav_mfcc(path: str | Path, config: MfccConfig) -> np.ndarray:
+def wav_mfcc(path: str | Path, config: MfccConfig,
+             dither: KaldiDither | None = None) -> np.ndarray:
     """MFCC of a wav file."""
-    return compute_mfcc(*read_wav(path), config)
+    return compute_mfcc(*read_wav(path), config, dither)

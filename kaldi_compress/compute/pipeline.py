@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import KaldiCompressError
 from .frontend import MfccConfig, wav_mfcc
 from .ivector import OnlineIvectorConfig, OnlineIvectorExtractor
+from .kaldi_rand import KaldiDither
 from .options import get_int, read_options
 
 
@@ -20,12 +21,17 @@ class ModelDirFrontEnd:
     """Features for the network of a Vosk-style model directory."""
 
     def __init__(self, model_dir: str | Path, dither: float | None = None):
-        """``dither`` overrides the MFCC config's (Kaldi's default is 1; 0 is deterministic)."""
+        """``dither`` overrides the MFCC config's (Kaldi's default is 1; 0 is deterministic).
+
+        Dithered features continue one stream of Kaldi's noise from call to call, so
+        the same wavs in the same order give the features of one compute-mfcc-feats run.
+        """
         d = Path(model_dir)
         if not (d / "conf" / "mfcc.conf").is_file():
             raise KaldiCompressError(f"{d}: not a model directory (no conf/mfcc.conf)")
         extra = {} if dither is None else {"dither": repr(float(dither))}
         self.mfcc = MfccConfig.from_file(d / "conf" / "mfcc.conf", **extra)
+        self.dither = KaldiDither(self.mfcc.dither) if self.mfcc.dither else None
         model_conf = d / "conf" / "model.conf"
         opts = read_options(model_conf) if model_conf.is_file() else {}
         self.frame_subsampling_factor = get_int(opts, "frame-subsampling-factor", 1)
@@ -39,7 +45,7 @@ class ModelDirFrontEnd:
 
     def features(self, wav: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         """(MFCC frames, online i-vectors or None) of a wav file."""
-        feats = wav_mfcc(wav, self.mfcc)
+        feats = wav_mfcc(wav, self.mfcc, self.dither)
         if len(feats) == 0:
             raise KaldiCompressError(f"{wav}: too short for a single frame")
         return feats, (self.ivectors.extract(feats) if self.ivectors else None)
