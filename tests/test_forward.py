@@ -95,6 +95,29 @@ def test_korean_fsf1_output_matches_nnet3_compute(ko_nnet, ko_kaldi):
     assert rel_err(y, ref["wav_001"]) < 1e-4
 
 
+def test_shortcuts_change_only_the_evaluation_order(ko_nnet, ko_kaldi, golden):
+    """The first two linear layers per utterance frame (InputPrefix) and in-place
+    elementwise layers give the layer-by-layer values (an observer turns both off)."""
+    feats, ivectors, _, _ = ko_kaldi
+    c = SimpleComputer(ko_nnet, ComputeOptions(frame_subsampling_factor=3,
+                                               online_ivector_period=10))
+    assert c.prefix is not None and c.prefix.node == "tdnn1.affine"
+    assert c.prefix.offsets.tolist() == [-1, 0, 1]
+    utts = [(feats[k], ivectors[k]) for k in feats]
+    fast = c.compute_many(utts)
+    seen = []
+    c.forward.observer = lambda node, *_: seen.append(node)
+    plain = c.compute_many(utts)
+    assert "lda" in seen and "tdnn1.affine" in seen
+    for y, ref in zip(fast, plain):
+        assert rel_err(y, ref) < 1e-5
+    m1 = read_model(str(golden / "nnets" / "m1_tdnnf.raw")).nnet
+    assert SimpleComputer(m1).prefix is not None
+    # a first layer that also appends a Const keeps layer-by-layer evaluation
+    m2 = read_model(str(golden / "nnets" / "m2_simple.raw")).nnet
+    assert SimpleComputer(m2).prefix is None
+
+
 def test_cli_compute_writes_kaldi_tables(golden, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "compute", compute_cmd)
     d = golden / "nnets"

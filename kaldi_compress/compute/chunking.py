@@ -25,6 +25,7 @@ from ..errors import KaldiCompressError
 from ..nnet3 import Nnet
 from .forward import NnetForward
 from .plan import Geometry
+from .prefix import InputPrefix
 
 
 @dataclass
@@ -69,6 +70,8 @@ class SimpleComputer:
                                      "node, an 'output' node and optionally 'ivector'")
         self.context = ctx
         self.forward = forward or NnetForward(nnet)
+        # the first linear layers once per utterance frame (not with an observer)
+        self.prefix = InputPrefix.find(self.forward.graph)
         s = self.opts.frame_subsampling_factor
         n = math.lcm(s, nnet.modulus())
         self.frames_per_chunk = n * -(-self.opts.frames_per_chunk // n)
@@ -137,23 +140,42 @@ class SimpleComputer:
         outs = [np.empty((-(-len(f) // s), self.forward.output_dim), dtype=np.float32)
                 for f, _ in checked]
         groups: dict[Geometry, list[tuple[int, Chunk]]] = {}
+        spans = []                     # per utterance: the input frames its chunks cover
         for u, (feats, ivectors) in enumerate(checked):
-            for c in self.chunks(len(feats)):
+            chunks = self.chunks(len(feats))
+            for c in chunks:
                 geom = Geometry(-c.left, c.left + (c.num_outputs - 1) * s + c.right + 1,
                                 c.num_outputs, s, ivectors is not None)
                 groups.setdefault(geom, []).append((u, c))
+            spans.append((min(c.first_output - c.left for c in chunks),
+                          max(c.first_output + (c.num_outputs - 1) * s + c.right + 1
+                              for c in chunks)))
+        prefix = self.prefix if self.forward.observer is None else None
         with torch.inference_mode():
+            if prefix is not None:      # rows t with every t + k in the span
+                m = int(np.abs(prefix.offsets).max())
+                spans = [(a - m, b + m) for a, b in spans]
+                pre = torch.cat([prefix.utterance(torch.from_numpy(f), a, b)
+                                 for (f, _), (a, b) in zip(checked, spans)])
+                base = np.cumsum([0] + [b - a for a, b in spans])   # utterance u's first row
             for geom, members in groups.items():
                 for i in range(0, len(members), self.opts.max_batch_chunks):
                     batch = members[i:i + self.opts.max_batch_chunks]
-                    x = torch.from_numpy(np.stack([
-                        checked[u][0][np.clip(np.arange(geom.num_inputs) + c.first_output - c.left,
-                                              0, len(checked[u][0]) - 1)] for u, c in batch]))
                     ivec = None
                     if geom.ivector:
                         ivec = torch.from_numpy(np.stack([
                             checked[u][1][self._ivector_row(c, checked[u][1])] for u, c in batch]))
-                    y = self.forward(x, ivec, geom).numpy()
+                    if prefix is not None:
+                        times = self.forward.plan(geom).times[prefix.node]
+                        rows = np.array([base[u] + c.first_output - spans[u][0] for u, c in batch])
+                        given = pre[torch.from_numpy(rows[:, None] + times[None, :])]
+                        given += prefix.chunk_bias(ivec)[:, None, :]
+                        y = self.forward(None, ivec, geom, {prefix.node: given}).numpy()
+                    else:
+                        x = torch.from_numpy(np.stack([checked[u][0][np.clip(
+                            np.arange(geom.num_inputs) + c.first_output - c.left,
+                            0, len(checked[u][0]) - 1)] for u, c in batch]))
+                        y = self.forward(x, ivec, geom).numpy()
                     for (u, c), rows in zip(batch, y):
                         first = c.first_output // s
                         outs[u][first:first + c.num_outputs] = rows

@@ -68,32 +68,43 @@ class NnetForward(torch.nn.Module):
         self.input_dim = dims.get("input") if "input" in used else None
         self.ivector_dim = dims.get("ivector") if "ivector" in used else None
         self.output_dim = dims[output]
-        self._plans: dict[Geometry, Plan] = {}
+        self._plans: dict[tuple[Geometry, frozenset[str]], Plan] = {}
         # Called as observer(node, layer input, node output, step index) after every
         # step, e.g. to collect activation statistics; None for plain evaluation.
         self.observer = None
 
-    def plan(self, geometry: Geometry) -> Plan:
-        """The (cached) plan of a chunk geometry."""
-        plan = self._plans.get(geometry)
+    def plan(self, geometry: Geometry, given: frozenset[str] = frozenset()) -> Plan:
+        """The (cached) plan of a chunk geometry, when the nodes ``given`` are supplied."""
+        plan = self._plans.get((geometry, given))
         if plan is None:
-            plan = self._plans[geometry] = PlanBuilder(self.graph, geometry).build()
+            plan = (self.plan(geometry).starting_from(given) if given
+                    else PlanBuilder(self.graph, geometry).build())
+            self._plans[(geometry, given)] = plan
         return plan
 
-    def forward(self, feats: torch.Tensor, ivectors: torch.Tensor | None,
-                geometry: Geometry) -> torch.Tensor:
-        """Outputs (B, num_outputs, output_dim) of a batch of chunks of one geometry."""
-        plan = self.plan(geometry)
-        batch = feats.shape[0]
-        if feats.shape[1] != geometry.num_inputs:
-            raise KaldiCompressError(f"chunk has {feats.shape[1]} input frames, "
-                                     f"geometry says {geometry.num_inputs}")
-        values: dict[str, torch.Tensor] = {}
-        if self.input_dim is not None:
+    def forward(self, feats: torch.Tensor | None, ivectors: torch.Tensor | None,
+                geometry: Geometry, given: dict[str, torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """Outputs (B, num_outputs, output_dim) of a batch of chunks of one geometry.
+
+        ``given`` supplies node values, (B, len(plan.times[node]), dim), which are then
+        not computed (and may be overwritten); ``feats`` may be None when no remaining
+        step reads the input.
+        """
+        given = given or {}
+        plan = self.plan(geometry, frozenset(given))
+        values: dict[str, torch.Tensor] = dict(given)
+        if plan.uses_input and self.input_dim is not None:
+            if feats is None:
+                raise KaldiCompressError("the network needs its input features")
+            if feats.shape[1] != geometry.num_inputs:
+                raise KaldiCompressError(f"chunk has {feats.shape[1]} input frames, "
+                                         f"geometry says {geometry.num_inputs}")
             if feats.shape[2] != self.input_dim:
                 raise KaldiCompressError(f"the network expects input features of dimension "
                                          f"{self.input_dim}, got {feats.shape[2]}")
             values["input"] = feats.index_select(1, plan.input_rows)
+        batch = next(iter(values.values())).shape[0] if values else ivectors.shape[0]
         if plan.uses_ivector:
             if ivectors is None or ivectors.shape[-1] != self.ivector_dim:
                 got = "none" if ivectors is None else f"dimension {ivectors.shape[-1]}"
@@ -101,12 +112,18 @@ class NnetForward(torch.nn.Module):
                                          f"{self.ivector_dim}, got {got}")
             values["ivector"] = ivectors.reshape(batch, 1, -1)
         for name, (num, dim) in plan.buffers.items():
-            values[name] = feats.new_zeros(batch, num, dim)
+            values[name] = torch.zeros(batch, num, dim)
+        # without autograd or an observer, a layer may overwrite an input nobody else reads
+        reuse = self.observer is None and not torch.is_grad_enabled()
         for step, free in zip(plan.steps, plan.free_after):
-            x = self._eval_parts(step.parts, values, batch)
+            x, owned = self._eval_parts(step.parts, values, batch, free if reuse else ())
             x_in = x
             if step.layer_id is not None:
-                x = self.layers[step.layer_id](x, step.index)
+                layer = self.layers[step.layer_id]
+                if reuse and owned:
+                    x = layer.forward_inplace(x, step.index)
+                else:
+                    x = layer(x, step.index)
             if self.observer is not None:
                 self.observer(step.node, x_in, x, step.index)
             if step.rows is None:
@@ -118,25 +135,53 @@ class NnetForward(torch.nn.Module):
         return values[plan.output]
 
     @staticmethod
-    def _eval_parts(parts: list[Part], values: dict[str, torch.Tensor],
-                    batch: int) -> torch.Tensor:
+    def _eval_parts(parts: list[Part], values: dict[str, torch.Tensor], batch: int,
+                    free: list[str] | tuple = ()) -> tuple[torch.Tensor, bool]:
+        """The step's input (its parts concatenated), and whether it may be overwritten.
+
+        It may when it is a new tensor, or a view of a node in ``free`` (no later step
+        reads it) whose storage no other live value shares and no other term reads.
+        """
+        read = [t.source for p in parts for t in p.terms]
+
+        def exclusive(name: str) -> bool:
+            if name not in free or name in ("input", "ivector") or read.count(name) > 1:
+                return False
+            ptr = values[name].untyped_storage().data_ptr()
+            return all(v.untyped_storage().data_ptr() != ptr or (other in free and other not in read)
+                       for other, v in values.items() if other != name)
+
         out = []
         for part in parts:
-            acc = None
+            acc, owned = None, False
             for term in sorted(part.terms, key=lambda t: t.scale != 1.0):
                 src = values[term.source]
                 if term.columns is not None:
                     src = src[..., term.columns[0]:term.columns[1]]
-                g = src[:, term.rows] if isinstance(term.rows, slice) else gather_rows(src, term.rows)
-                if acc is None:
-                    acc = g if term.scale == 1.0 else g * term.scale
+                if isinstance(term.rows, slice):
+                    g, mine = src[:, term.rows], exclusive(term.source)
                 else:
-                    acc = acc.add(g, alpha=term.scale)
+                    g, mine = gather_rows(src, term.rows), True
+                if acc is None:
+                    if term.scale == 1.0:
+                        acc, owned = g, mine
+                    else:
+                        acc, owned = (g.mul_(term.scale) if mine else g * term.scale), True
+                elif owned:
+                    acc.add_(g, alpha=term.scale)
+                else:
+                    acc, owned = acc.add(g, alpha=term.scale), True
             if part.const is not None:
-                c = part.const
-                acc = c.expand(batch, -1, -1) if acc is None else acc + c
-            out.append(acc)
-        return out[0] if len(out) == 1 else torch.cat(out, dim=-1)
+                if acc is None:
+                    acc, owned = part.const.expand(batch, -1, -1), False
+                elif owned:
+                    acc.add_(part.const)
+                else:
+                    acc, owned = acc + part.const, True
+            out.append((acc, owned))
+        if len(out) > 1:
+            return torch.cat([acc for acc, _ in out], dim=-1), True
+        return out[0]
 
     def layer_of(self, component: str) -> Layer:
         """The layer computing the named component."""

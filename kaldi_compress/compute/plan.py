@@ -92,6 +92,23 @@ class Plan:
     steps: list[Step]
     free_after: list[list[str]] = field(default_factory=list)
     output: str = "output"
+    times: dict[str, np.ndarray] = field(default_factory=dict)   # of each whole-node step
+    uses_input: bool = True
+
+    def starting_from(self, given: frozenset[str]) -> "Plan":
+        """This plan when the values of the nodes ``given`` (at their ``times``) are
+        supplied: their steps, and the steps only they depended on, are dropped."""
+        needed, steps = {self.output}, []
+        for step in reversed(self.steps):
+            if step.node in needed and step.node not in given:
+                steps.append(step)
+                needed.update(t.source for p in step.parts for t in p.terms)
+        steps.reverse()
+        plan = Plan(self.input_rows, self.uses_ivector and "ivector" in needed,
+                    {n: b for n, b in self.buffers.items() if n in needed}, steps,
+                    output=self.output, times=self.times, uses_input="input" in needed)
+        plan.free_after = _free_lists(steps, self.output)
+        return plan
 
 
 # --- descriptor expansion -------------------------------------------------------------
@@ -487,7 +504,9 @@ class PlanBuilder:
         steps.append(Step(g.output, [self._part(p, len(t_out)) for p in parts]))
         input_times = self.times.get("input", np.zeros(0, dtype=np.int64))
         plan = Plan(torch.as_tensor(input_times - self.geom.input_start),
-                    "ivector" in self.times, buffers, steps, output=g.output)
+                    "ivector" in self.times, buffers, steps, output=g.output,
+                    times={n: self.times[n] for n in names if n not in buffers},
+                    uses_input="input" in self.times)
         plan.free_after = _free_lists(steps, g.output)
         return plan
 

@@ -76,6 +76,10 @@ class Layer(torch.nn.Module):
     def forward(self, x: torch.Tensor, index=None) -> torch.Tensor:
         raise NotImplementedError
 
+    def forward_inplace(self, x: torch.Tensor, index=None) -> torch.Tensor:
+        """The same as ``forward``, free to overwrite ``x`` (no autograd, nobody else reads x)."""
+        return self(x, index)
+
     def write_back(self) -> None:
         """Store the current parameter values in the Kaldi component."""
         for name, token in self.tokens.items():

@@ -131,6 +131,9 @@ class BatchNorm(Layer):
     def forward(self, x, index=None):
         return torch.addcmul(self.offset, x, self.scale)
 
+    def forward_inplace(self, x, index=None):
+        return torch.addcmul(self.offset, x, self.scale, out=x)
+
 
 # --- nonlinearities and reductions ---------------------------------------------------
 class Nonlinear(Layer):
@@ -150,6 +153,11 @@ class Nonlinear(Layer):
         if self.kind == "SoftmaxComponent":
             return torch.softmax(x, dim=-1).clamp_min(1e-20)
         return torch.log_softmax(x, dim=-1)
+
+    def forward_inplace(self, x, index=None):
+        inplace = {"SigmoidComponent": torch.sigmoid_, "TanhComponent": torch.tanh_,
+                   "RectifiedLinearComponent": torch.relu_}.get(self.kind)
+        return inplace(x) if inplace else self(x, index)
 
 
 class Permute(Layer):
