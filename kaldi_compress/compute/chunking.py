@@ -155,8 +155,7 @@ class SimpleComputer:
             if prefix is not None:      # rows t with every t + k in the span
                 m = int(np.abs(prefix.offsets).max())
                 spans = [(a - m, b + m) for a, b in spans]
-                pre = torch.cat([prefix.utterance(torch.from_numpy(f), a, b)
-                                 for (f, _), (a, b) in zip(checked, spans)])
+                pre = prefix.frames([f for f, _ in checked], spans)
                 base = np.cumsum([0] + [b - a for a, b in spans])   # utterance u's first row
             for geom, members in groups.items():
                 for i in range(0, len(members), self.opts.max_batch_chunks):

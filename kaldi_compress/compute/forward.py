@@ -148,7 +148,8 @@ class NnetForward(torch.nn.Module):
             if name not in free or name in ("input", "ivector") or read.count(name) > 1:
                 return False
             ptr = values[name].untyped_storage().data_ptr()
-            return all(v.untyped_storage().data_ptr() != ptr or (other in free and other not in read)
+            return all(v.untyped_storage().data_ptr() != ptr
+                       or (other in free and other not in read)
                        for other, v in values.items() if other != name)
 
         out = []

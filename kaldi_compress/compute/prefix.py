@@ -89,11 +89,17 @@ class InputPrefix:
                    (w2 @ w1[:, torch.cat(x_cols)]).float(),
                    (w2 @ w1[:, iv_cols[0]]).float() if iv_cols else None, bias.float())
 
-    def utterance(self, feats: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """sum_k M_k x(clip(t + k)) for t in [start, stop): (stop - start, out)."""
-        t = torch.arange(start, stop)[:, None] + torch.as_tensor(self.offsets)[None, :]
-        frames = feats[t.clamp_(0, len(feats) - 1)]                  # (n, K, input dim)
-        return F.linear(frames.flatten(1), self.weight)
+    def frames(self, utterances: list[np.ndarray], spans: list[tuple[int, int]]
+               ) -> torch.Tensor:
+        """sum_k M_k x_u(clip(t + k)) for t in [a_u, b_u) of every utterance u, stacked:
+        (sum of b_u - a_u, out)."""
+        index, first = [], 0
+        for feats, (a, b) in zip(utterances, spans):
+            t = np.arange(a, b)[:, None] + self.offsets[None, :]
+            index.append(first + np.clip(t, 0, len(feats) - 1))
+            first += len(feats)
+        x = torch.from_numpy(np.concatenate(utterances))[torch.from_numpy(np.concatenate(index))]
+        return F.linear(x.flatten(1), self.weight)
 
     def chunk_bias(self, ivectors: torch.Tensor | None) -> torch.Tensor:
         """V iv + c per chunk: (B, out), or (1, out) without i-vectors."""
