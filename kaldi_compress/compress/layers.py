@@ -105,21 +105,13 @@ class Unit:
                 "bottleneck": "bottleneck" + ("+bn" if self.batchnorm else "")}[self.kind]
 
 
-def _consumers(nnet: Nnet) -> dict[str, list[Node]]:
-    users: dict[str, list[Node]] = {n.name: [] for n in nnet.nodes}
-    for n in nnet.nodes:
-        for ref in set(n.inputs()):
-            users[ref].append(n)
-    return users
-
-
 def _plain_input(node: Node) -> str | None:
     return node.descriptor.name if isinstance(node.descriptor, NodeRef) else None
 
 
 def find_units(nnet: Nnet) -> list[Unit]:
     """Every compressible unit, in node order; each component is in at most one."""
-    users = _consumers(nnet)
+    users = nnet.consumers()
     comp_of = {n.name: nnet.components[n.component]
                for n in nnet.nodes if n.kind == "component-node"}
     taken: set[str] = set()

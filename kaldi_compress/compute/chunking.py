@@ -71,7 +71,7 @@ class SimpleComputer:
         self.context = ctx
         self.forward = forward or NnetForward(nnet)
         # the first linear layers once per utterance frame (not with an observer)
-        self.prefix = InputPrefix.find(self.forward.graph)
+        self.prefix = InputPrefix.find(self.forward)
         s = self.opts.frame_subsampling_factor
         n = math.lcm(s, nnet.modulus())
         self.frames_per_chunk = n * -(-self.opts.frames_per_chunk // n)
@@ -140,23 +140,24 @@ class SimpleComputer:
         outs = [np.empty((-(-len(f) // s), self.forward.output_dim), dtype=np.float32)
                 for f, _ in checked]
         groups: dict[Geometry, list[tuple[int, Chunk]]] = {}
-        spans = []                     # per utterance: the input frames its chunks cover
-        for u, (feats, ivectors) in enumerate(checked):
-            chunks = self.chunks(len(feats))
+        chunk_lists = [self.chunks(len(f)) for f, _ in checked]
+        for u, ((_, ivectors), chunks) in enumerate(zip(checked, chunk_lists)):
             for c in chunks:
                 geom = Geometry(-c.left, c.left + (c.num_outputs - 1) * s + c.right + 1,
                                 c.num_outputs, s, ivectors is not None)
                 groups.setdefault(geom, []).append((u, c))
-            spans.append((min(c.first_output - c.left for c in chunks),
-                          max(c.first_output + (c.num_outputs - 1) * s + c.right + 1
-                              for c in chunks)))
         prefix = self.prefix if self.forward.observer is None else None
         with torch.inference_mode():
-            if prefix is not None:      # rows t with every t + k in the span
+            if prefix is not None:
+                # per utterance, the input frames its chunks cover, widened so that every
+                # row t whose frames t + k lie in them is there
                 m = int(np.abs(prefix.offsets).max())
-                spans = [(a - m, b + m) for a, b in spans]
+                spans = [(min(c.first_output - c.left for c in cs) - m,
+                          max(c.first_output + (c.num_outputs - 1) * s + c.right + 1
+                              for c in cs) + m) for cs in chunk_lists]
                 pre = prefix.frames([f for f, _ in checked], spans)
-                base = np.cumsum([0] + [b - a for a, b in spans])   # utterance u's first row
+                # row of utterance u's frame t in pre: origin[u] + t
+                origin = np.cumsum([0] + [b - a for a, b in spans])[:-1] - [a for a, _ in spans]
             for geom, members in groups.items():
                 for i in range(0, len(members), self.opts.max_batch_chunks):
                     batch = members[i:i + self.opts.max_batch_chunks]
@@ -166,7 +167,7 @@ class SimpleComputer:
                             checked[u][1][self._ivector_row(c, checked[u][1])] for u, c in batch]))
                     if prefix is not None:
                         times = self.forward.plan(geom).times[prefix.node]
-                        rows = np.array([base[u] + c.first_output - spans[u][0] for u, c in batch])
+                        rows = np.array([origin[u] + c.first_output for u, c in batch])
                         given = pre[torch.from_numpy(rows[:, None] + times[None, :])]
                         given += prefix.chunk_bias(ivec)[:, None, :]
                         y = self.forward(None, ivec, geom, {prefix.node: given}).numpy()

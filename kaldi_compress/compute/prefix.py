@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from ..nnet3.descriptors import Append, Descriptor, NodeRef, Offset, ReplaceIndex
+from .forward import NnetForward
 from .layers.affine import Affine
-from .plan import Graph
 
 
 def _input_parts(desc: Descriptor) -> list[tuple[str, int]] | None:
@@ -52,22 +52,18 @@ class InputPrefix:
     bias: torch.Tensor
 
     @classmethod
-    def find(cls, graph: Graph) -> "InputPrefix | None":
+    def find(cls, forward: NnetForward) -> "InputPrefix | None":
         """The prefix of a network that starts as described above, else None."""
-        readers: dict[str, list[str]] = {}
-        for n in graph.nodes:
-            for src in set(n.descriptor.node_names() if n.descriptor is not None else []):
-                readers.setdefault(src, []).append(n.name)
-            if n.kind == "dim-range-node":
-                readers.setdefault(n.source, []).append(n.name)
+        graph, readers = forward.graph, forward.nnet.consumers()
         first = readers.get("input", [])
-        if len(first) != 1:
+        if len(first) != 1 or first[0].name not in graph.by_name:
             return None
-        n1 = graph.by_name[first[0]]
-        second = readers.get(n1.name, [])
-        if n1.kind != "component-node" or type(n1.layer) is not Affine or len(second) != 1:
+        n1 = graph.by_name[first[0].name]
+        second = readers[n1.name]
+        if (n1.kind != "component-node" or type(n1.layer) is not Affine or len(second) != 1
+                or second[0].name not in graph.by_name):
             return None
-        n2 = graph.by_name[second[0]]
+        n2 = graph.by_name[second[0].name]
         parts = _input_parts(n1.descriptor)
         if (parts is None or n2.kind != "component-node" or type(n2.layer) is not Affine
                 or n2.descriptor != NodeRef(n1.name)):

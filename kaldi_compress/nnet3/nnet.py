@@ -274,6 +274,14 @@ class Nnet:
         self.nodes = [n for n in self.nodes if n.name not in removed]
         return removed
 
+    def consumers(self) -> dict[str, list[Node]]:
+        """For every node, the nodes that read it (each once, in node order)."""
+        users: dict[str, list[Node]] = {n.name: [] for n in self.nodes}
+        for n in self.nodes:
+            for ref in set(n.inputs()):
+                users[ref].append(n)
+        return users
+
     def remove_orphans(self) -> tuple[list[str], list[str]]:
         """Kaldi edit ``remove-orphans``: drop nodes no output depends on (inputs are
         kept) and components no node uses.  Returns (nodes, components) removed."""
