@@ -11,6 +11,7 @@ from kaldi_compress import cli
 from kaldi_compress.cli import compute as compute_cmd
 from kaldi_compress.compute.chunking import ComputeOptions, SimpleComputer
 from kaldi_compress.compute.forward import NnetForward
+from kaldi_compress.compute.layers import base as layers_base
 from kaldi_compress.compute.plan import Geometry
 from kaldi_compress.compute.tables import kaldi_io, read_matrix_dict
 from kaldi_compress.errors import KaldiCompressError
@@ -95,20 +96,27 @@ def test_korean_fsf1_output_matches_nnet3_compute(ko_nnet, ko_kaldi):
     assert rel_err(y, ref["wav_001"]) < 1e-4
 
 
-def test_shortcuts_change_only_the_evaluation_order(ko_nnet, ko_kaldi, golden):
-    """The first two linear layers per utterance frame (InputPrefix) and in-place
-    elementwise layers give the layer-by-layer values (an observer turns both off)."""
+def test_shortcuts_change_only_the_evaluation_order(ko_nnet, ko_kaldi, golden, monkeypatch):
+    """The first two linear layers per utterance frame (InputPrefix), in-place
+    elementwise layers, last chunks padded to the full chunk and oneDNN products give
+    the layer-by-layer values (an observer turns the first three off; oneDNN is used
+    only without autograd)."""
     feats, ivectors, _, _ = ko_kaldi
     c = SimpleComputer(ko_nnet, ComputeOptions(frame_subsampling_factor=3,
                                                online_ivector_period=10))
     assert c.prefix is not None and c.prefix.node == "tdnn1.affine"
     assert c.prefix.offsets.tolist() == [-1, 0, 1]
+    assert c.forward.graph.fixed_window
     utts = [(feats[k], ivectors[k]) for k in feats]
+    assert len({-(-len(f) // 3) % 17 for f, _ in utts} - {0}) > 1   # short last chunks
     fast = c.compute_many(utts)
+    assert [g.num_outputs for g, given in c.forward._plans] == [17, 17]   # one shape
     seen = []
     c.forward.observer = lambda node, *_: seen.append(node)
+    monkeypatch.setattr(layers_base, "_ONEDNN", False)
     plain = c.compute_many(utts)
     assert "lda" in seen and "tdnn1.affine" in seen
+    assert {g.num_outputs for g, _ in c.forward._plans} > {17}   # their own shapes
     for y, ref in zip(fast, plain):
         assert rel_err(y, ref) < 1e-5
     m1 = read_model(str(golden / "nnets" / "m1_tdnnf.raw")).nnet
@@ -116,6 +124,10 @@ def test_shortcuts_change_only_the_evaluation_order(ko_nnet, ko_kaldi, golden):
     # a first layer that also appends a Const keeps layer-by-layer evaluation
     m2 = read_model(str(golden / "nnets" / "m2_simple.raw")).nnet
     assert SimpleComputer(m2).prefix is None
+    # IfDefined recurrence; statistics over the frames a chunk has: chunk shapes kept
+    for name in ("m3_lstm", "m4_conv_stats"):
+        net = read_model(str(golden / "nnets" / f"{name}.raw")).nnet
+        assert not NnetForward(net).graph.fixed_window
 
 
 def test_cli_compute_writes_kaldi_tables(golden, tmp_path, monkeypatch, capsys):

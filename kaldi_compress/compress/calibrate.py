@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..compute.layers import gather_rows
+from ..compute.layers import Tdnn, gather_rows
 from ..errors import KaldiCompressError
 from ..nnet3 import Nnet
 from .layers import Unit, find_units, offsets
@@ -113,7 +113,7 @@ def _extract(kind: str, layer_input: torch.Tensor, output: torch.Tensor, index) 
         return _rows(layer_input)
     if kind == "output":
         return _rows(output)
-    return _rows(gather_rows(layer_input, index).flatten(2))
+    return _rows(gather_rows(layer_input, Tdnn.tap_rows(index)).flatten(2))
 
 
 TAPS = "<taps>"

@@ -11,7 +11,11 @@ first/last frame.  With online i-vectors (one row per ``online_ivector_period``
 frames), a chunk uses the row of frame f0 + (f1 - f0) // 2 (the last row if the
 matrix is shorter, by at most 50 frames).
 
-Chunks of the same shape are evaluated together as one batch.
+Chunks of the same shape are evaluated together as one batch.  When an output
+frame's value depends only on the input frames within the network's context of it
+(:attr:`.plan.Graph.fixed_window`), a chunk with fewer output rows (an utterance's
+last) is evaluated at the full chunk size with its extra rows dropped: the same
+values, and one chunk shape instead of several.
 """
 from __future__ import annotations
 
@@ -139,22 +143,28 @@ class SimpleComputer:
         checked = [self._check(f, i) for f, i in utterances]
         outs = [np.empty((-(-len(f) // s), self.forward.output_dim), dtype=np.float32)
                 for f, _ in checked]
+        plain = self.forward.observer is None     # no observer: shortcuts allowed
+        full = self.frames_per_chunk // s if plain and self.forward.graph.fixed_window else 0
         groups: dict[Geometry, list[tuple[int, Chunk]]] = {}
-        chunk_lists = [self.chunks(len(f)) for f, _ in checked]
-        for u, ((_, ivectors), chunks) in enumerate(zip(checked, chunk_lists)):
-            for c in chunks:
-                geom = Geometry(-c.left, c.left + (c.num_outputs - 1) * s + c.right + 1,
-                                c.num_outputs, s, ivectors is not None)
+        for u, (feats, ivectors) in enumerate(checked):
+            for c in self.chunks(len(feats)):
+                n = max(c.num_outputs, full)
+                geom = Geometry(-c.left, c.left + (n - 1) * s + c.right + 1, n, s,
+                                ivectors is not None)
                 groups.setdefault(geom, []).append((u, c))
-        prefix = self.prefix if self.forward.observer is None else None
+        prefix = self.prefix if plain else None
         with torch.inference_mode():
             if prefix is not None:
-                # per utterance, the input frames its chunks cover, widened so that every
+                # per utterance, the input frames its chunks read, widened so that every
                 # row t whose frames t + k lie in them is there
                 m = int(np.abs(prefix.offsets).max())
-                spans = [(min(c.first_output - c.left for c in cs) - m,
-                          max(c.first_output + (c.num_outputs - 1) * s + c.right + 1
-                              for c in cs) + m) for cs in chunk_lists]
+                spans = [[np.inf, -np.inf] for _ in checked]
+                for geom, members in groups.items():
+                    for u, c in members:
+                        start = c.first_output + geom.input_start
+                        spans[u][0] = min(spans[u][0], start - m)
+                        spans[u][1] = max(spans[u][1], start + geom.num_inputs + m)
+                spans = [(int(a), int(b)) for a, b in spans]
                 pre = prefix.frames([f for f, _ in checked], spans)
                 # row of utterance u's frame t in pre: origin[u] + t
                 origin = np.cumsum([0] + [b - a for a, b in spans])[:-1] - [a for a, _ in spans]
@@ -178,5 +188,5 @@ class SimpleComputer:
                         y = self.forward(x, ivec, geom).numpy()
                     for (u, c), rows in zip(batch, y):
                         first = c.first_output // s
-                        outs[u][first:first + c.num_outputs] = rows
+                        outs[u][first:first + c.num_outputs] = rows[:c.num_outputs]
         return outs

@@ -168,6 +168,18 @@ class Graph:
     def dim(self, name: str) -> int:
         return self.by_name[name].dim
 
+    @property
+    def fixed_window(self) -> bool:
+        """True when every node at t reads fixed, required frames of its sources: no
+        IfDefined/Failover, every layer ``fixed_window``.  An output frame's value then
+        depends only on the input frames within the network's context of it, not on
+        the chunk around it."""
+        def plain(desc: Descriptor) -> bool:
+            return (not isinstance(desc, (IfDefined, Failover))
+                    and all(plain(c) for c in desc.children()))
+        return all((n.layer is None or n.layer.fixed_window)
+                   and (n.descriptor is None or plain(n.descriptor)) for n in self.nodes)
+
 
 def _layer_reach(layer: Layer) -> int:
     probe = np.zeros(1, dtype=np.int64)

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..nnet3.descriptors import Append, Descriptor, NodeRef, Offset, ReplaceIndex
 from .forward import NnetForward
 from .layers.affine import Affine
+from .layers.base import linear
 
 
 def _input_parts(desc: Descriptor) -> list[tuple[str, int]] | None:
@@ -95,10 +95,10 @@ class InputPrefix:
             index.append(first + np.clip(t, 0, len(feats) - 1))
             first += len(feats)
         x = torch.from_numpy(np.concatenate(utterances))[torch.from_numpy(np.concatenate(index))]
-        return F.linear(x.flatten(1), self.weight)
+        return linear(x.flatten(1), self.weight)
 
     def chunk_bias(self, ivectors: torch.Tensor | None) -> torch.Tensor:
         """V iv + c per chunk: (B, out), or (1, out) without i-vectors."""
         if self.ivector_weight is None or ivectors is None:
             return self.bias[None]
-        return F.linear(ivectors, self.ivector_weight, self.bias)
+        return linear(ivectors, self.ivector_weight, self.bias)

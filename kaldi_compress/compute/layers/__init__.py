@@ -24,7 +24,8 @@ from .elementwise import (BatchNorm, ConstantOutput, ElementwiseProduct, FixedBi
                           SumGroup, batchnorm_test_transform)
 from .temporal import StatisticsExtraction, StatisticsPooling, TimeHeightConvolution
 
-__all__ = ["Avail", "Layer", "batchnorm_test_transform", "gather_rows", "make_layer", "rows_of"]
+__all__ = ["Avail", "Layer", "Tdnn", "batchnorm_test_transform", "gather_rows", "make_layer",
+           "rows_of"]
 
 _LAYERS: dict[type, type[Layer]] = {
     C.AffineComponent: Affine, C.NaturalGradientAffineComponent: Affine,

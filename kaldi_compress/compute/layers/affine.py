@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ...nnet3 import components as C
-from .base import Layer, gather_rows, rows_of
+from .base import Layer, gather_rows, linear, rows_of
 
 
 class Affine(Layer):
@@ -22,14 +21,16 @@ class Affine(Layer):
             self.bias = None
 
     def forward(self, x, index=None):
-        return F.linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias)
 
 
 class Tdnn(Layer):
     """y(t) = b + sum_k W_k x(t + offset_k), W = [W_1 ... W_K] (TdnnComponent).
 
-    When the output is narrower than the input, every input frame is first
-    projected by all W_k at once and the projections each output needs are added."""
+    When the output is narrower than the input and (nearly) every input frame is
+    read by all K offsets, every input frame is first projected by all W_k at once
+    and the projections each output needs are added; otherwise the input frames are
+    spliced and multiplied by W (no product is computed that no output uses)."""
 
     def __init__(self, comp: C.TdnnComponent):
         super().__init__(comp)
@@ -45,6 +46,10 @@ class Tdnn(Layer):
     def time_simple(self) -> bool:
         return False
 
+    @property
+    def fixed_window(self) -> bool:
+        return True
+
     def computable(self, t, avail):
         ok = np.ones(t.shape, dtype=bool)
         for off in self.offsets:
@@ -55,15 +60,23 @@ class Tdnn(Layer):
         return np.unique(t[:, None] + self.offsets[None, :])
 
     def index(self, t_out, t_in, avail):
+        """(rows, project first): rows of the input frames each output reads; when
+        projecting first, rows of the (frame, offset) projections instead."""
         rows = rows_of(t_in, t_out[:, None] + self.offsets[None, :])
-        if self._project_first:
-            rows = rows * len(self.offsets) + np.arange(len(self.offsets))[None, :]
-        return torch.as_tensor(rows)
+        k = len(self.offsets)
+        # projecting first multiplies len(t_in) frames by all K blocks, splicing
+        # len(t_out) frames; it saves the gather of K-times-wider input rows
+        project = (self.weight.shape[0] < self.weight.shape[1] // k
+                   and 4 * len(t_in) <= 5 * len(t_out))
+        if project:
+            rows = rows * k + np.arange(k)[None, :]
+        return torch.as_tensor(rows), project
 
-    @property
-    def _project_first(self) -> bool:
-        """Project before gathering when that moves less data (output narrower than input)."""
-        return self.weight.shape[0] < self.weight.shape[1] // len(self.offsets)
+    @staticmethod
+    def tap_rows(index) -> torch.Tensor:
+        """The input rows each output splices (its K taps), from an ``index`` result."""
+        rows, project = index
+        return rows // rows.shape[-1] if project else rows
 
     def stacked_weight(self) -> torch.Tensor:
         """[W_1; ...; W_K] as a (K * out, in) matrix (cached until the weight changes)."""
@@ -76,10 +89,11 @@ class Tdnn(Layer):
         return self._stacked[1]
 
     def forward(self, x, index=None):
-        if not self._project_first:
-            return F.linear(gather_rows(x, index).flatten(2), self.weight, self.bias)
+        index, project = index
+        if not project:
+            return linear(gather_rows(x, index).flatten(2), self.weight, self.bias)
         k, out = len(self.offsets), self.weight.shape[0]
-        y = F.linear(x, self.stacked_weight()).reshape(x.shape[0], -1, out)  # B, T_in*K, out
+        y = linear(x, self.stacked_weight()).reshape(x.shape[0], -1, out)  # B, T_in*K, out
         y = y.index_select(1, index.reshape(-1)).reshape(x.shape[0], -1, k, out).sum(2)
         return y if self.bias is None else y + self.bias
 
@@ -112,4 +126,4 @@ class RepeatedAffine(Layer):
 
     def forward(self, x, index=None):
         xb = x.reshape(*x.shape[:-1], self.repeats, self.weight.shape[1])
-        return F.linear(xb, self.weight, self.bias).flatten(2)
+        return linear(xb, self.weight, self.bias).flatten(2)

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ...errors import KaldiCompressError
 from ...nnet3 import components as C
-from .base import Layer, float_tensor
+from .base import Layer, float_tensor, linear
 
 
 def _tiled(vec: torch.Tensor, dim: int) -> torch.Tensor:
@@ -183,7 +182,7 @@ class SumGroup(Layer):
         self.register_buffer("matrix", torch.as_tensor(m))
 
     def forward(self, x, index=None):
-        return F.linear(x, self.matrix)
+        return linear(x, self.matrix)
 
 
 class SumBlock(Layer):
