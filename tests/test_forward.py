@@ -99,8 +99,7 @@ def test_korean_fsf1_output_matches_nnet3_compute(ko_nnet, ko_kaldi):
 def test_shortcuts_change_only_the_evaluation_order(ko_nnet, ko_kaldi, golden, monkeypatch):
     """The first two linear layers per utterance frame (InputPrefix), in-place
     elementwise layers, last chunks padded to the full chunk and oneDNN products give
-    the layer-by-layer values (an observer turns the first three off; oneDNN is used
-    only without autograd)."""
+    the layer-by-layer values (an observer turns them all off)."""
     feats, ivectors, _, _ = ko_kaldi
     c = SimpleComputer(ko_nnet, ComputeOptions(frame_subsampling_factor=3,
                                                online_ivector_period=10))
@@ -110,11 +109,13 @@ def test_shortcuts_change_only_the_evaluation_order(ko_nnet, ko_kaldi, golden, m
     utts = [(feats[k], ivectors[k]) for k in feats]
     assert len({-(-len(f) // 3) % 17 for f, _ in utts} - {0}) > 1   # short last chunks
     fast = c.compute_many(utts)
+    assert layers_base._ONEDNN is not None       # probed at the first large product
     assert [g.num_outputs for g, given in c.forward._plans] == [17, 17]   # one shape
     seen = []
     c.forward.observer = lambda node, *_: seen.append(node)
-    monkeypatch.setattr(layers_base, "_ONEDNN", False)
+    monkeypatch.setattr(layers_base, "_ONEDNN", None)
     plain = c.compute_many(utts)
+    assert layers_base._ONEDNN is None          # with an observer, never asked for oneDNN
     assert "lda" in seen and "tdnn1.affine" in seen
     assert {g.num_outputs for g, _ in c.forward._plans} > {17}   # their own shapes
     for y, ref in zip(fast, plain):

@@ -49,21 +49,25 @@ def add_parser(sub, kaldi_bool) -> None:
     p.add_argument("output", help="output wspecifier, e.g. ark:out.ark or ark,t:out.txt")
 
 
-def set_threads(n: int) -> None:
-    """Use n torch CPU threads (0: keep torch's default)."""
+def prepare_torch(n: int) -> None:
+    """Use n torch CPU threads (0: keep torch's default); keep freed memory mapped
+    between batches (:mod:`kaldi_compress.compute.allocator`)."""
     import torch
+
+    from ..compute.allocator import keep_freed_memory
 
     if n < 0:
         raise KaldiCompressError("--num-threads must be >= 0")
     if n:
         torch.set_num_threads(n)
+    keep_freed_memory()
 
 
 def run(args) -> int:
     from ..compute.chunking import ComputeOptions, SimpleComputer
     from ..compute.tables import MatrixWriter, read_matrices, read_matrix_dict
 
-    set_threads(args.num_threads)
+    prepare_torch(args.num_threads)
     model = read_model(args.model)
     log_priors = None
     if args.use_priors:

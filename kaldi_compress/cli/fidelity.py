@@ -35,10 +35,10 @@ def add_parser(sub, kaldi_bool) -> None:
 
 
 def run(args) -> int:
-    from .compute import set_threads   # first: it sets OMP_WAIT_POLICY before torch loads
+    from .compute import prepare_torch   # first: it sets OMP_WAIT_POLICY before torch loads
     from ..compute.fidelity import fidelity
 
-    set_threads(args.num_threads)
+    prepare_torch(args.num_threads)
     result = fidelity(read_model(args.base).nnet, read_model(args.other).nnet,
                       args.model_dir, args.data, args.frames_per_chunk,
                       args.frame_subsampling_factor or None, args.dither)

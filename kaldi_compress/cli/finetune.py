@@ -113,7 +113,7 @@ def _check_dims(teacher, student) -> None:
 
 
 def run(args) -> int:
-    from .compute import set_threads   # first: it sets OMP_WAIT_POLICY before torch loads
+    from .compute import prepare_torch   # first: it sets OMP_WAIT_POLICY before torch loads
     from ..compute.forward import NnetForward
     from ..finetune.chunks import make_chunks, network_outputs
     from ..finetune.data import table_corpus, wav_corpus
@@ -122,7 +122,7 @@ def run(args) -> int:
 
     started = time.monotonic()
     _check_args(args)
-    set_threads(args.num_threads)
+    prepare_torch(args.num_threads)
     ckpt = args.output + ".ckpt"
     if not args.resume and os.path.exists(ckpt):
         raise KaldiCompressError(f"{ckpt} exists (an unfinished run): continue it with "

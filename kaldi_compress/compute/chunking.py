@@ -20,6 +20,7 @@ values, and one chunk shape instead of several.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch
 from ..errors import KaldiCompressError
 from ..nnet3 import Nnet
 from .forward import NnetForward
+from .layers.base import onednn_products
 from .plan import Geometry
 from .prefix import InputPrefix
 
@@ -153,7 +155,7 @@ class SimpleComputer:
                                 ivectors is not None)
                 groups.setdefault(geom, []).append((u, c))
         prefix = self.prefix if plain else None
-        with torch.inference_mode():
+        with torch.inference_mode(), onednn_products() if plain else nullcontext():
             if prefix is not None:
                 # per utterance, the input frames its chunks read, widened so that every
                 # row t whose frames t + k lie in them is there

@@ -27,10 +27,8 @@ class Affine(Layer):
 class Tdnn(Layer):
     """y(t) = b + sum_k W_k x(t + offset_k), W = [W_1 ... W_K] (TdnnComponent).
 
-    When the output is narrower than the input and (nearly) every input frame is
-    read by all K offsets, every input frame is first projected by all W_k at once
-    and the projections each output needs are added; otherwise the input frames are
-    spliced and multiplied by W (no product is computed that no output uses)."""
+    When the output is narrower than the input, every input frame is first
+    projected by all W_k at once and the projections each output needs are added."""
 
     def __init__(self, comp: C.TdnnComponent):
         super().__init__(comp)
@@ -64,10 +62,8 @@ class Tdnn(Layer):
         projecting first, rows of the (frame, offset) projections instead."""
         rows = rows_of(t_in, t_out[:, None] + self.offsets[None, :])
         k = len(self.offsets)
-        # projecting first multiplies len(t_in) frames by all K blocks, splicing
-        # len(t_out) frames; it saves the gather of K-times-wider input rows
-        project = (self.weight.shape[0] < self.weight.shape[1] // k
-                   and 4 * len(t_in) <= 5 * len(t_out))
+        # projecting first moves less data when the output is narrower than the input
+        project = self.weight.shape[0] < self.weight.shape[1] // k
         if project:
             rows = rows * k + np.arange(k)[None, :]
         return torch.as_tensor(rows), project
