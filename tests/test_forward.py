@@ -11,6 +11,7 @@ from kaldi_compress import cli
 from kaldi_compress.cli import compute as compute_cmd
 from kaldi_compress.compute.chunking import ComputeOptions, SimpleComputer
 from kaldi_compress.compute.forward import NnetForward
+from kaldi_compress.compute.layers import Tdnn
 from kaldi_compress.compute.layers import base as layers_base
 from kaldi_compress.compute.plan import Geometry
 from kaldi_compress.compute.tables import kaldi_io, read_matrix_dict
@@ -129,6 +130,20 @@ def test_shortcuts_change_only_the_evaluation_order(ko_nnet, ko_kaldi, golden, m
     for name in ("m3_lstm", "m4_conv_stats"):
         net = read_model(str(golden / "nnets" / f"{name}.raw")).nnet
         assert not NnetForward(net).graph.fixed_window
+
+
+def test_tdnn_taps_are_input_rows_whether_or_not_it_projects_first(ko_nnet):
+    """Calibration reads a Tdnn's spliced input through ``Tdnn.tap_rows``: the same
+    rows for a layer that projects first (narrow output) and one that splices."""
+    fwd = NnetForward(ko_nnet)
+    t_in = np.arange(-5, 40, 3)
+    t_out = t_in[1:-1]
+    for name, project in (("tdnnf8.linear", True), ("tdnnf8.affine", False)):
+        layer = fwd.layer_of(name)
+        index = layer.index(t_out, t_in, None)
+        assert index[1] is project
+        rows = Tdnn.tap_rows(index)
+        assert np.array_equal(t_in[rows.numpy()], t_out[:, None] + layer.offsets[None, :])
 
 
 def test_cli_compute_writes_kaldi_tables(golden, tmp_path, monkeypatch, capsys):
