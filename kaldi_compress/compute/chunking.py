@@ -180,7 +180,8 @@ class SimpleComputer:
                     if prefix is not None:
                         times = self.forward.plan(geom).times[prefix.node]
                         rows = np.array([origin[u] + c.first_output for u, c in batch])
-                        given = pre[torch.from_numpy(rows[:, None] + times[None, :])]
+                        index = torch.from_numpy((rows[:, None] + times[None, :]).ravel())
+                        given = pre.index_select(0, index).view(len(batch), len(times), -1)
                         given += prefix.chunk_bias(ivec)[:, None, :]
                         y = self.forward(None, ivec, geom, {prefix.node: given}).numpy()
                     else:
