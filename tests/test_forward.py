@@ -132,6 +132,28 @@ def test_shortcuts_change_only_the_evaluation_order(ko_nnet, ko_kaldi, golden, m
         assert not NnetForward(net).graph.fixed_window
 
 
+@pytest.mark.parametrize("name", ["m1_tdnnf", "m4_conv_stats"])
+def test_node_order_changes_neither_context_nor_outputs(golden, name):
+    """Nodes listed only after earlier nodes (in order) are analysed in one pass; in any
+    other order, passes repeat until nothing changes: the same context and outputs."""
+    d = golden / "nnets"
+    dim = 20 if name == "m1_tdnnf" else 40
+    feats = read_matrix_dict(f"ark:{d / f'feats_dim{dim}.ark.txt'}")
+    ivecs = read_matrix_dict(f"ark:{d / 'ivectors_m1.ark.txt'}") if name == "m1_tdnnf" else None
+    nets = [read_model(str(d / f"{name}.raw")).nnet for _ in range(2)]
+    shuffled = nets[1]
+    inputs = [n for n in shuffled.nodes if n.kind == "input-node"]
+    shuffled.nodes = inputs + [n for n in reversed(shuffled.nodes) if n.kind != "input-node"]
+    assert nets[0].in_order() and not shuffled.in_order()
+    assert nets[0].compute_context() == shuffled.compute_context()
+    opts = dict(frame_subsampling_factor=3, online_ivector_period=10) if ivecs else {}
+    outs = [SimpleComputer(n, ComputeOptions(**opts)).compute_many(
+        [(feats[k], ivecs[k] if ivecs else None) for k in feats]) for n in nets]
+    assert NnetForward(nets[0]).graph.in_order and not NnetForward(shuffled).graph.in_order
+    for a, b in zip(*outs):
+        assert rel_err(a, b) < 1e-6
+
+
 def test_tdnn_taps_are_input_rows_whether_or_not_it_projects_first(ko_nnet):
     """Calibration reads a Tdnn's spliced input through ``Tdnn.tap_rows``: the same
     rows for a layer that projects first (narrow output) and one that splices."""

@@ -164,6 +164,14 @@ class Graph:
             if n.layer is not None:
                 margin += _layer_reach(n.layer)
         self.margin = margin
+        # every node reads only earlier nodes: one pass in order settles a plan's analyses
+        seen: set[str] = set()
+        self.in_order = True
+        for n in nodes:
+            reads = n.descriptor.node_names() if n.descriptor is not None else [n.source or ""]
+            if n.kind != "input-node" and any(r not in seen for r in reads):
+                self.in_order = False
+            seen.add(n.name)
 
     def dim(self, name: str) -> int:
         return self.by_name[name].dim
@@ -237,7 +245,7 @@ class PlanBuilder:
                 if not np.array_equal(new, self.avail[node.name]):
                     self.avail[node.name] = new
                     changed = True
-            if not changed:
+            if not changed or g.in_order:
                 return
         raise GraphError("computability of the network did not converge")
 
@@ -337,7 +345,7 @@ class PlanBuilder:
                     src |= need
                 else:
                     changed |= self._mark(self._component_inputs(node, self.window[need])[1])
-            if not changed:
+            if not changed or g.in_order:
                 break
         else:
             raise GraphError("the frames needed by the network did not converge")

@@ -204,16 +204,27 @@ class Nnet:
             return False
         return len(inputs) == 1 or "ivector" in inputs
 
+    def in_order(self) -> bool:
+        """True when every node reads only nodes listed before it (no recurrence): one
+        pass in node order then settles what is computable where."""
+        seen: set[str] = set()
+        for n in self.nodes:
+            if any(i not in seen for i in n.inputs()):
+                return False
+            seen.add(n.name)
+        return True
+
     def compute_context(self) -> Context | None:
         """Left/right context exactly as Kaldi's ComputeSimpleNnetContext, or None."""
         if not self.is_simple():
             return None
         modulus = self.modulus()
+        ordered = self.in_order()
         window = 40
         while window < 800:
             found = []
             for start in range(modulus + 1):
-                ctx = self._context_for_shift(start, window, modulus)
+                ctx = self._context_for_shift(start, window, modulus, ordered)
                 if ctx is None:
                     break
                 found.append(ctx)
@@ -224,7 +235,8 @@ class Nnet:
             window *= 2
         raise GraphError("cannot compute the network context (not a simple network?)")
 
-    def _context_for_shift(self, start: int, window: int, modulus: int) -> tuple[int, int] | None:
+    def _context_for_shift(self, start: int, window: int, modulus: int,
+                           ordered: bool) -> tuple[int, int] | None:
         pad = window + modulus
         lo, hi = start - pad, start + window + pad
         times = np.arange(lo, hi)
@@ -241,7 +253,7 @@ class Nnet:
             return out
 
         computed = [n for n in self.nodes if n.kind != "input-node"]
-        for _ in range(len(computed) + window + 2):
+        for _ in range(1 if ordered else len(computed) + window + 2):
             changed = False
             for n in computed:
                 if n.kind == "component-node":
