@@ -64,7 +64,8 @@ class NnetForward(torch.nn.Module):
                 node.source = n.input_node
                 node.columns = (n.dim_offset, n.dim_offset + n.dim)
             nodes.append(node)
-        self.graph = Graph(nodes, output, nnet.modulus())
+        # the used nodes keep the network's order, so they are in order when it is
+        self.graph = Graph(nodes, output, nnet.modulus(), nnet.in_order())
         self.input_dim = dims.get("input") if "input" in used else None
         self.ivector_dim = dims.get("ivector") if "ivector" in used else None
         self.output_dim = dims[output]

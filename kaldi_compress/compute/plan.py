@@ -151,7 +151,9 @@ def _reach(desc: Descriptor) -> int:
 class Graph:
     """The network as evaluated at test time: nodes in order, their layers and dims."""
 
-    def __init__(self, nodes: list[GraphNode], output: str, modulus: int):
+    def __init__(self, nodes: list[GraphNode], output: str, modulus: int, in_order: bool):
+        """``in_order``: every node reads only earlier nodes (``Nnet.in_order``), so one
+        pass in node order settles a plan's analyses."""
         self.nodes = nodes
         self.by_name = {n.name: n for n in nodes}
         self.output = output
@@ -164,14 +166,7 @@ class Graph:
             if n.layer is not None:
                 margin += _layer_reach(n.layer)
         self.margin = margin
-        # every node reads only earlier nodes: one pass in order settles a plan's analyses
-        seen: set[str] = set()
-        self.in_order = True
-        for n in nodes:
-            reads = n.descriptor.node_names() if n.descriptor is not None else [n.source or ""]
-            if n.kind != "input-node" and any(r not in seen for r in reads):
-                self.in_order = False
-            seen.add(n.name)
+        self.in_order = in_order
 
     def dim(self, name: str) -> int:
         return self.by_name[name].dim

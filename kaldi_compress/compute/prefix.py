@@ -94,8 +94,9 @@ class InputPrefix:
             t = np.arange(a, b)[:, None] + self.offsets[None, :]
             index.append(first + np.clip(t, 0, len(feats) - 1))
             first += len(feats)
-        x = torch.from_numpy(np.concatenate(utterances))[torch.from_numpy(np.concatenate(index))]
-        return linear(x.flatten(1), self.weight)
+        rows = torch.from_numpy(np.concatenate(index))               # (T, K)
+        x = torch.from_numpy(np.concatenate(utterances)).index_select(0, rows.ravel())
+        return linear(x.view(len(rows), -1), self.weight)
 
     def chunk_bias(self, ivectors: torch.Tensor | None) -> torch.Tensor:
         """V iv + c per chunk: (B, out), or (1, out) without i-vectors."""

@@ -135,6 +135,10 @@ class BatchNorm(Layer):
 
 
 # --- nonlinearities and reductions ---------------------------------------------------
+_INPLACE = {"SigmoidComponent": torch.sigmoid_, "TanhComponent": torch.tanh_,
+            "RectifiedLinearComponent": torch.relu_}
+
+
 class Nonlinear(Layer):
     """Sigmoid, Tanh, RectifiedLinear, Softmax (floored at 1e-20), LogSoftmax."""
 
@@ -154,8 +158,7 @@ class Nonlinear(Layer):
         return torch.log_softmax(x, dim=-1)
 
     def forward_inplace(self, x, index=None):
-        inplace = {"SigmoidComponent": torch.sigmoid_, "TanhComponent": torch.tanh_,
-                   "RectifiedLinearComponent": torch.relu_}.get(self.kind)
+        inplace = _INPLACE.get(self.kind)
         return inplace(x) if inplace else self(x, index)
 
 
