@@ -82,8 +82,8 @@ def prepare_data(args) -> tuple[Path, dict[str, str] | None]:
         data = SHARED / "data" / "ko_wide_dev"
     else:
         data = synthesize(Path(args.out) / "synth")
-    from kaldi_compress.evaluate.vosk_decode import read_text
-    refs = read_text(data / "text") if (data / "text").is_file() and not args.agreement_only \
+    from kaldi_compress.io.tables import read_transcripts
+    refs = read_transcripts(str(data / "text")) if (data / "text").is_file() and not args.agreement_only \
         else None
     if data.parent.name == "synth" or data.name == "synth":
         refs = None

@@ -9,8 +9,8 @@ import pytest
 from kaldi_compress import cli
 from kaldi_compress.cli import wer
 from kaldi_compress.errors import KaldiCompressError
-from kaldi_compress.evaluate.scoring import (align_counts, kaldi_percent, korean_normalize,
-                                             read_transcripts, score)
+from kaldi_compress.evaluate.scoring import align_counts, kaldi_percent, korean_normalize, score
+from kaldi_compress.io.tables import read_transcripts
 
 
 def run_wer(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:

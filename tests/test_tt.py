@@ -215,8 +215,8 @@ def test_parameters_counted_as_kaldi_counts_them(prepared):
 
 def test_full_rank_model_matches_original_in_our_forward(ko_bytes, ko_model_dir, ko_wide_dev):
     """Kaldi-exact torch forward (nnet3-compute chunking) of the whole network."""
-    from kaldi_compress.compute import (ComputeOptions, ModelDirFrontEnd, SimpleComputer,
-                                        compare_outputs)
+    from kaldi_compress.compute import ComputeOptions, SimpleComputer, compare_outputs
+    from kaldi_compress.frontend import ModelDirFrontEnd
     base = parse_model(bytearray(ko_bytes), "final.mdl")
     other = parse_model(bytearray(ko_bytes), "final.mdl")
     for layer, shape in [("prefinal-chain.affine", "24x32,8x8"), ("tdnnf7.affine", "32x24,4x32")]:

@@ -65,7 +65,7 @@ def prepare_torch(n: int) -> None:
 
 def run(args) -> int:
     from ..compute.chunking import ComputeOptions, SimpleComputer
-    from ..compute.tables import MatrixWriter, read_matrices, read_matrix_dict
+    from ..io.tables import MatrixWriter, read_matrices, read_matrix_dict
 
     prepare_torch(args.num_threads)
     model = read_model(args.model)

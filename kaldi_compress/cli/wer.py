@@ -6,7 +6,8 @@ hypothesis are not scored and the ``%WER`` line is marked ``[PARTIAL]``).
 from __future__ import annotations
 
 from ..errors import KaldiCompressError
-from ..evaluate.scoring import NORMALIZERS, read_transcripts, score
+from ..evaluate.scoring import NORMALIZERS, score
+from ..io.tables import read_transcripts
 
 
 def add_parser(sub, kaldi_bool) -> None:

@@ -80,7 +80,7 @@ def load_calibration(model_dir: str | Path, data_dirs: list[str | Path], max_utt
                      dither: float | None = 0.0, progress: bool | None = None) -> Calibration:
     """Features of up to ``max_utts`` wavs (shared out over ``data_dirs``)."""
     from ..compute.chunking import ComputeOptions
-    from ..compute.pipeline import ModelDirFrontEnd
+    from ..frontend.model_dir import ModelDirFrontEnd
     front = ModelDirFrontEnd(model_dir, dither)
     per_dir = max(1, max_utts // max(1, len(data_dirs)))
     wavs = [w for d in data_dirs for w in list_audio(d, per_dir)]

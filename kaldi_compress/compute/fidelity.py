@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import KaldiCompressError
 from ..nnet3 import Nnet
 from .chunking import ComputeOptions, SimpleComputer
-from .pipeline import ModelDirFrontEnd
+from ..frontend.model_dir import ModelDirFrontEnd
 
 
 @dataclass

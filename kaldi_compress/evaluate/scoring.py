@@ -15,7 +15,6 @@ the convention for Korean, whose word spacing is inconsistent.
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -125,31 +124,3 @@ def korean_normalize(text: str) -> str:
 
 
 NORMALIZERS: dict[str, Normalizer | None] = {"none": None, "korean": korean_normalize}
-
-
-def read_transcripts(path: str) -> dict[str, str]:
-    """A Kaldi ``text`` file: ``utt-id transcript`` per line (``-`` reads stdin).
-
-    Blank lines are skipped; a repeated utterance id is an error.
-    """
-    try:
-        if path == "-":
-            lines = sys.stdin.buffer.read().splitlines()
-        else:
-            with open(path, "rb") as f:
-                lines = f.read().splitlines()
-    except OSError as e:
-        raise KaldiCompressError(f"{path}: cannot read: {e.strerror}") from None
-    out: dict[str, str] = {}
-    for n, raw in enumerate(lines, 1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise KaldiCompressError(f"{path}: line {n}: expected UTF-8 text") from None
-        parts = line.split(None, 1)
-        if not parts:
-            continue
-        if parts[0] in out:
-            raise KaldiCompressError(f"{path}: line {n}: utterance {parts[0]} appears twice")
-        out[parts[0]] = parts[1] if len(parts) > 1 else ""
-    return out

@@ -63,17 +63,6 @@ def model_dir_with_am(base_dir: str | Path, am_path: str | Path, out_dir: str | 
     return out
 
 
-def read_text(path: str | Path) -> dict[str, str]:
-    """A Kaldi ``text`` file (``utt-id transcript``, tab or space separated)."""
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.rstrip("\n").split(None, 1)
-            if parts:
-                out[parts[0]] = parts[1] if len(parts) > 1 else ""
-    return out
-
-
 def list_wavs(data_dir: str | Path) -> list[tuple[str, Path]]:
     """(utt-id, wav path) for every ``*.wav`` in a speech directory, sorted."""
     return [(p.stem, p) for p in sorted(Path(data_dir).glob("*.wav"))]

@@ -3,7 +3,7 @@
 Two sources, both held in memory for the whole run:
 
 - wav directories, through a Vosk-style model directory's front end
-  (:class:`~kaldi_compress.compute.pipeline.ModelDirFrontEnd`: MFCC, online i-vectors);
+  (:class:`~kaldi_compress.frontend.model_dir.ModelDirFrontEnd`: MFCC, online i-vectors);
 - Kaldi tables (``--feats=RSPEC [--online-ivectors=RSPEC --online-ivector-period=N]``),
   e.g. ``scp:data/train/feats.scp`` or a piped ``ark:apply-cmvn-online ... |``.
 """
@@ -47,7 +47,7 @@ def _progress(items, desc: str, show: bool):
 def wav_corpus(model_dir: str | Path, data_dirs: list[str | Path], dither: float | None = None,
                progress: bool = False) -> Corpus:
     """Features of every ``*.wav`` of the data directories (keys ``dir-name/stem``)."""
-    from ..compute.pipeline import ModelDirFrontEnd
+    from ..frontend.model_dir import ModelDirFrontEnd
 
     front = ModelDirFrontEnd(model_dir, dither)
     wavs: list[tuple[str, Path]] = []
@@ -65,7 +65,7 @@ def wav_corpus(model_dir: str | Path, data_dirs: list[str | Path], dither: float
 
 def table_corpus(feats_rspec: str, ivectors_rspec: str = "", ivector_period: int = 0) -> Corpus:
     """Features of a Kaldi table, with online i-vectors from another table (same keys)."""
-    from ..compute.tables import read_matrices, read_matrix_dict
+    from ..io.tables import read_matrices, read_matrix_dict
 
     if ivectors_rspec and ivector_period <= 0:
         raise KaldiCompressError("--online-ivectors needs --online-ivector-period > 0")

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import KaldiCompressError
 from .ivector_models import DiagGmm, IvectorExtractor, read_kaldi_matrix
-from .options import get_bool, get_float, get_int, read_options, reject_unknown
+from ..io.options import get_bool, get_float, get_int, read_options, reject_unknown
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import KaldiCompressError
 from .kaldi_rand import KaldiDither
-from .options import get_bool, get_float, get_int, read_options, reject_unknown
+from ..io.options import get_bool, get_float, get_int, read_options, reject_unknown
 
 # Kaldi option name -> (knf section, knf attribute, kind)
 _MFCC_OPTIONS = {

@@ -17,7 +17,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from ..errors import KaldiCompressError
-from ..io.text import TextWriter
+from .text import TextWriter
 
 
 def _import_kaldi_io():
@@ -125,3 +125,31 @@ class MatrixWriter:
 
     def __exit__(self, exc_type, *exc) -> None:
         self.close(ok=exc_type is None)
+
+
+def read_transcripts(path: str) -> dict[str, str]:
+    """A Kaldi ``text`` file: ``utt-id transcript`` per line (``-`` reads stdin).
+
+    Blank lines are skipped; a repeated utterance id is an error.
+    """
+    try:
+        if path == "-":
+            lines = sys.stdin.buffer.read().splitlines()
+        else:
+            with open(path, "rb") as f:
+                lines = f.read().splitlines()
+    except OSError as e:
+        raise KaldiCompressError(f"{path}: cannot read: {e.strerror}") from None
+    out: dict[str, str] = {}
+    for n, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise KaldiCompressError(f"{path}: line {n}: expected UTF-8 text") from None
+        parts = line.split(None, 1)
+        if not parts:
+            continue
+        if parts[0] in out:
+            raise KaldiCompressError(f"{path}: line {n}: utterance {parts[0]} appears twice")
+        out[parts[0]] = parts[1] if len(parts) > 1 else ""
+    return out

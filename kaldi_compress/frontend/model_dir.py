@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import KaldiCompressError
-from .frontend import MfccConfig, wav_mfcc
+from .mfcc import MfccConfig, wav_mfcc
 from .ivector import OnlineIvectorConfig, OnlineIvectorExtractor
 from .kaldi_rand import KaldiDither
-from .options import get_int, read_options
+from ..io.options import get_int, read_options
 
 
 class ModelDirFrontEnd:
