@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO))
 
 from kaldi_compress.compute.allocator import keep_freed_memory  # noqa: E402
 from kaldi_compress.compute.chunking import ComputeOptions, SimpleComputer  # noqa: E402
-from kaldi_compress.io.tables import read_matrix_dict  # noqa: E402
 from kaldi_compress.evaluate.vosk_decode import vosk_korean_model_dir  # noqa: E402
+from kaldi_compress.io.tables import read_matrix_dict  # noqa: E402
 from kaldi_compress.nnet3 import read_model  # noqa: E402
 
 KALDI_SECONDS = 0.227   # golden README section 6: whole nnet3-compute run, 2218 frames

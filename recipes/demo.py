@@ -83,8 +83,8 @@ def prepare_data(args) -> tuple[Path, dict[str, str] | None]:
     else:
         data = synthesize(Path(args.out) / "synth")
     from kaldi_compress.io.tables import read_transcripts
-    refs = read_transcripts(str(data / "text")) if (data / "text").is_file() and not args.agreement_only \
-        else None
+    text = data / "text"
+    refs = read_transcripts(str(text)) if text.is_file() and not args.agreement_only else None
     if data.parent.name == "synth" or data.name == "synth":
         refs = None
     return data, refs

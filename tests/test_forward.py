@@ -14,8 +14,8 @@ from kaldi_compress.compute.forward import NnetForward
 from kaldi_compress.compute.layers import Tdnn
 from kaldi_compress.compute.layers import base as layers_base
 from kaldi_compress.compute.plan import Geometry
-from kaldi_compress.io.tables import kaldi_io, read_matrix_dict
 from kaldi_compress.errors import KaldiCompressError
+from kaldi_compress.io.tables import kaldi_io, read_matrix_dict
 from kaldi_compress.nnet3 import read_model
 
 

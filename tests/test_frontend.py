@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 
 from kaldi_compress.compute.chunking import ComputeOptions, SimpleComputer
-from kaldi_compress.frontend.mfcc import MfccConfig, compute_mfcc, read_wav, wav_mfcc
-from kaldi_compress.frontend.ivector import (OnlineIvectorConfig, OnlineIvectorExtractor,
-                                            linear_cgd, select_posteriors)
-from kaldi_compress.frontend.ivector_models import DiagGmm
-from kaldi_compress.io.options import read_options
-from kaldi_compress.frontend.model_dir import ModelDirFrontEnd
-from kaldi_compress.io.tables import kaldi_io, read_matrix_dict
 from kaldi_compress.errors import KaldiCompressError
+from kaldi_compress.frontend.ivector import (OnlineIvectorConfig, OnlineIvectorExtractor,
+                                             linear_cgd, select_posteriors)
+from kaldi_compress.frontend.ivector_models import DiagGmm
+from kaldi_compress.frontend.mfcc import MfccConfig, compute_mfcc, read_wav, wav_mfcc
+from kaldi_compress.frontend.model_dir import ModelDirFrontEnd
 from kaldi_compress.io.binary import BinaryReader
+from kaldi_compress.io.options import read_options
+from kaldi_compress.io.tables import kaldi_io, read_matrix_dict
 from kaldi_compress.nnet3 import read_model
 
 

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from kaldi_compress.frontend.mfcc import MfccConfig, compute_mfcc, frame_windows
 from kaldi_compress.frontend.kaldi_rand import RAND_MAX, GlibcRand, KaldiDither, rand_gauss
+from kaldi_compress.frontend.mfcc import MfccConfig, compute_mfcc, frame_windows
 
 libc_name = ctypes.util.find_library("c")
 needs_glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or not libc_name,

@@ -69,7 +69,8 @@ def _table(n_units: int, n_opts: int) -> list[list[Option]]:
         params = np.sort(RNG.integers(10, 200, n_opts))[::-1]
         damage = np.sort(RNG.uniform(0, 5, n_opts))
         damage[0] = 0.0
-        table.append([Option(i, int(p), float(dm)) for i, (p, dm) in enumerate(zip(params, damage))])
+        table.append([Option(i, int(p), float(dm))
+                      for i, (p, dm) in enumerate(zip(params, damage))])
     return table
 
 

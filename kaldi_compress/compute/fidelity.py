@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import KaldiCompressError
+from ..frontend.model_dir import ModelDirFrontEnd
 from ..nnet3 import Nnet
 from .chunking import ComputeOptions, SimpleComputer
-from ..frontend.model_dir import ModelDirFrontEnd
 
 
 @dataclass

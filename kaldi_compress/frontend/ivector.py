@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import KaldiCompressError
-from .ivector_models import DiagGmm, IvectorExtractor, read_kaldi_matrix
 from ..io.options import get_bool, get_float, get_int, read_options, reject_unknown
+from .ivector_models import DiagGmm, IvectorExtractor, read_kaldi_matrix
 
 
 @dataclass

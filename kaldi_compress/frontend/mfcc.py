@@ -18,8 +18,8 @@ import kaldi_native_fbank as knf
 import numpy as np
 
 from ..errors import KaldiCompressError
-from .kaldi_rand import KaldiDither
 from ..io.options import get_bool, get_float, get_int, read_options, reject_unknown
+from .kaldi_rand import KaldiDither
 
 # Kaldi option name -> (knf section, knf attribute, kind)
 _MFCC_OPTIONS = {

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import KaldiCompressError
-from .mfcc import MfccConfig, wav_mfcc
+from ..io.options import get_int, read_options
 from .ivector import OnlineIvectorConfig, OnlineIvectorExtractor
 from .kaldi_rand import KaldiDither
-from ..io.options import get_int, read_options
+from .mfcc import MfccConfig, wav_mfcc
 
 
 class ModelDirFrontEnd:
