@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # as the compute command does
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # as importing kaldi_compress does
 
 import numpy.ma  # noqa: E402,F401  (np.unique imports it on first use: an import, not counted)
 import torch  # noqa: E402

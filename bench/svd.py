@@ -27,7 +27,7 @@ from pathlib import Path   # noqa: E402
 import numpy as np   # noqa: E402
 
 from kaldi_compress import read_model   # noqa: E402
-from kaldi_compress.compress.layers import find_units, unit_matrix   # noqa: E402
+from kaldi_compress.compress.units import find_units, unit_matrix   # noqa: E402
 from kaldi_compress.compress.svd import SvdOptions, svd_compress   # noqa: E402
 from kaldi_compress.evaluate.vosk_decode import vosk_korean_model_dir   # noqa: E402
 from kaldi_compress.nnet3 import parse_model   # noqa: E402

@@ -17,6 +17,7 @@ have) it synthesises a small Korean set with espeak-ng and reports agreement onl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -131,16 +132,19 @@ def build(system: System, args, models: Path, calibration_dirs: list[Path]) -> d
     t = time.perf_counter()
     extra = {}
     if system.method == "finetune":
-        from kaldi_compress import cli
-        student = models / f"{system.options['student']}.mdl"
-        argv = ["finetune", f"--teacher={models / 'prepared.mdl'}",
-                f"--model-dir={vosk_korean_model_dir()}", "--dither=0",
-                *(f"--data={d}" for d in calibration_dirs),
-                *(f"--{k.replace('_', '-')}={v}" for k, v in system.options.items()
-                  if k != "student"),
-                "--resume=" + str(Path(f"{out}.ckpt").exists()).lower(), str(student), str(out)]
-        if cli.main(argv) != 0:
-            sys.exit(f"demo: fine-tuning {system.name} failed")
+        from kaldi_compress.errors import KaldiCompressError
+        from kaldi_compress.finetune import FinetuneJob, default_train_options, finetune
+        opts = {k: v for k, v in system.options.items() if k != "student"}
+        job = FinetuneJob(str(models / "prepared.mdl"),
+                          str(models / f"{system.options['student']}.mdl"), str(out),
+                          model_dir=str(vosk_korean_model_dir()), dither=0.0,
+                          data=[str(d) for d in calibration_dirs],
+                          train=dataclasses.replace(default_train_options(), **opts),
+                          resume=Path(f"{out}.ckpt").exists(), progress=sys.stderr.isatty())
+        try:
+            finetune(job)
+        except KaldiCompressError as e:
+            sys.exit(f"demo: fine-tuning {system.name} failed: {e}")
         model = read_model(str(out))
     else:
         model = read_model(str(vosk_korean_model_dir() / "am" / "final.mdl"))

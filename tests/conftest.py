@@ -59,3 +59,9 @@ def ko_kaldi_text(golden, tmp_path_factory) -> Path:
     with gzip.open(golden / "ko_final.txt.mdl.gz", "rb") as src, open(out, "wb") as dst:
         shutil.copyfileobj(src, dst)
     return out
+
+
+@pytest.fixture(scope="session")
+def ko_wide_train() -> Path:
+    """The tuning audio: calibration and distillation read it, nothing is scored on it."""
+    return shared_path("data", "ko_wide_train")

@@ -8,8 +8,8 @@ import pytest
 from kaldi_compress import read_model
 from kaldi_compress.cli.info import format_info, model_info
 from kaldi_compress.compress.kaldi_svd import apply_svd_kaldi
-from kaldi_compress.compress.layers import (apply_rank, batchnorm_scale_offset, compute_spectrum,
-                                            find_units, single_unit)
+from kaldi_compress.compress.rewrite import apply_rank, fit_unit
+from kaldi_compress.compress.units import UnitKind, batchnorm_scale_offset, find_units, single_unit
 from kaldi_compress.compress.svd import SvdOptions, svd_compress
 from kaldi_compress.nnet3 import parse_model
 from kaldi_compress.nnet3.edit import prepare_for_test
@@ -69,7 +69,7 @@ def test_kaldi_compatible_energy_rule_carries_rank_over(ko_bytes):
 def effective_error(before, after, unit, k):
     """||M - M_k|| / ||M|| measured on the written model's parameters."""
     b, a = before.nnet.components, after.nnet.components
-    if unit.kind in ("affine", "tdnn"):
+    if unit.kind is not UnitKind.BOTTLENECK:
         w = b[unit.name].linear_params.astype(np.float64)
         first, second = a[unit.name + "_a"], a[unit.name + "_b"]
         assert first.linear_params.shape[0] == k
@@ -99,14 +99,14 @@ def test_relative_error_equals_svd_theory(prepared):
     units = {u.name: u for u in find_units(prepared.nnet)}
     targets = {"tdnn1.affine": 100, "tdnnf2.linear": 40, "tdnnf5.linear": 20,
                "tdnnf9.linear": 52, "prefinal-l": 30, "prefinal-chain.linear": 48}
-    assert {units[n].kind for n in targets} == {"affine", "bottleneck"}
+    assert {units[n].kind for n in targets} == {UnitKind.AFFINE, UnitKind.BOTTLENECK}
     assert units["prefinal-chain.linear"].batchnorm == "prefinal-chain.batchnorm2"
     work = reread(prepared)
     for name, k in targets.items():
         unit = [u for u in find_units(work.nnet) if u.name == name][0]
-        spec = compute_spectrum(work.nnet, unit)
-        theory = np.sqrt(spec.energy[k:].sum() / spec.energy.sum())
-        apply_rank(work.nnet, unit, k)
+        fit = fit_unit(work.nnet, unit)
+        theory = np.sqrt(fit.spec.energy[k:].sum() / fit.spec.energy.sum())
+        apply_rank(work.nnet, unit, fit, k)
         measured = effective_error(prepared, reread(work), unit, k)
         assert abs(measured - theory) < 1e-5 * max(theory, 1.0), (name, measured, theory)
 
@@ -116,10 +116,9 @@ def test_multi_offset_tdnn_split(golden):
     prepare_for_test(model.nnet)
     nnet = model.nnet
     unit = single_unit(nnet, "tdnnf2.linear")   # 48 x 2 offsets -> 16, no bias
-    assert (unit.kind, unit.full_rank, unit.params_at(6)) == ("tdnn", 16, 6 * (96 + 16))
+    assert (unit.kind, unit.full_rank, unit.params_at(6)) == (UnitKind.TDNN, 16, 6 * (96 + 16))
     w = nnet.components["tdnnf2.linear"].linear_params.astype(np.float64)
-    compute_spectrum(nnet, unit)
-    apply_rank(nnet, unit, 6)
+    apply_rank(nnet, unit, fit_unit(nnet, unit), 6)
     after = reread(model)
     a, b = after.nnet.components["tdnnf2.linear_a"], after.nnet.components["tdnnf2.linear_b"]
     assert a.type == "TdnnComponent" and a.time_offsets == [-1, 0] and a.bias_params.size == 0

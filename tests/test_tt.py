@@ -9,7 +9,8 @@ from kaldi_compress import cli
 from kaldi_compress.cli import tt as tt_cli
 from kaldi_compress.compress.tt import (TTShape, candidate_shapes, to_tt_tensor, tt_svd,
                                         tt_svd_many)
-from kaldi_compress.compress.tt_compress import TtOptions, format_report, tt_compress
+from kaldi_compress.compress.spine import format_report
+from kaldi_compress.compress.tt_compress import TtOptions, tt_compress
 from kaldi_compress.compress.tt_kaldi import (TTLayer, apply_steps, chain_nodes, chain_steps,
                                               spliced)
 from kaldi_compress.errors import KaldiCompressError
@@ -324,7 +325,7 @@ def test_cli_writes_model_and_report(monkeypatch, capsys, ko_mdl, tmp_path):
     model = parse_model(bytearray(out.read_bytes()), "out.mdl")
     assert doc["params_after"] == model.nnet.num_parameters < doc["params_before"]
     assert doc["layers"][0]["method"] == "tt"
-    assert max(int(r) for r in doc["layers"][0]["ranks"].split("-")) == 8
+    assert max(int(r) for r in doc["layers"][0]["tt_ranks"].split("-")) == 8
 
 
 # ---------------------------------------------------------------------------

@@ -9,8 +9,7 @@ import sys
 import warnings
 
 from ..errors import KaldiCompressError
-from . import compute  # noqa: I001  (first: sets the OpenMP wait policy before torch loads)
-from . import compare, copy, fidelity, finetune, info, svd, tt, wer
+from . import compare, compute, copy, fidelity, finetune, info, svd, tt, wer
 
 COMMANDS = {"info": info, "copy": copy, "svd": svd, "tt": tt, "compute": compute,
             "fidelity": fidelity, "finetune": finetune, "wer": wer, "compare": compare}

@@ -6,17 +6,12 @@ exactly as nnet3-compute does, and writes one output matrix per utterance.
 from __future__ import annotations
 
 import gc
-import os
 import warnings
 
 import numpy as np
 
 from ..errors import KaldiCompressError
 from ..nnet3 import read_model
-
-# Idle OpenMP threads sleep instead of spinning: with spinning, a busy core makes
-# multi-threaded torch several times slower.  Effective if torch is not loaded yet.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def add_parser(sub, kaldi_bool) -> None:
@@ -49,21 +44,8 @@ def add_parser(sub, kaldi_bool) -> None:
     p.add_argument("output", help="output wspecifier, e.g. ark:out.ark or ark,t:out.txt")
 
 
-def prepare_torch(n: int) -> None:
-    """Use n torch CPU threads (0: keep torch's default); keep freed memory mapped
-    between batches (:mod:`kaldi_compress.compute.allocator`)."""
-    import torch
-
-    from ..compute.allocator import keep_freed_memory
-
-    if n < 0:
-        raise KaldiCompressError("--num-threads must be >= 0")
-    if n:
-        torch.set_num_threads(n)
-    keep_freed_memory()
-
-
 def run(args) -> int:
+    from ..compute.threads import prepare_torch
     from ..compute.chunking import ComputeOptions, SimpleComputer
     from ..io.tables import MatrixWriter, read_matrices, read_matrix_dict
 

@@ -35,8 +35,8 @@ def add_parser(sub, kaldi_bool) -> None:
 
 
 def run(args) -> int:
-    from .compute import prepare_torch   # first: it sets OMP_WAIT_POLICY before torch loads
     from ..compute.fidelity import fidelity
+    from ..compute.threads import prepare_torch
 
     prepare_torch(args.num_threads)
     result = fidelity(read_model(args.base).nnet, read_model(args.other).nnet,

@@ -1,21 +1,18 @@
 """``kaldi-compress finetune --teacher BASE (--model-dir DIR --data DIR | --feats RSPEC) STUDENT OUT``.
 
-Distillation on unlabeled audio: the teacher's outputs on every chunk of the
-data are computed once, then the student's updatable parameters are trained to
-reproduce them (batch norm and dropout in test mode, as decoding uses them), and
-the student is written in Kaldi's format.  A checkpoint OUT.ckpt is kept while
-training (after every epoch, every few minutes, and on Ctrl-C); ``--resume``
-continues from it, and it is removed once OUT is written.
+Distillation on unlabeled audio (:mod:`kaldi_compress.finetune.distill`): the
+student learns the teacher's outputs and is written in Kaldi's format; OUT.ckpt is
+kept while training and ``--resume`` continues from it.
 """
 from __future__ import annotations
 
-import os
 import sys
-import time
 
-from ..errors import KaldiCompressError
-from ..io.files import same_file
-from ..nnet3 import read_model, write_model
+from ..finetune.distill import FinetuneJob, default_train_options, finetune
+from ..finetune.options import LossOptions, TrainOptions
+from .shared import add_binary
+
+_T = default_train_options()
 
 
 def add_parser(sub, kaldi_bool) -> None:
@@ -48,15 +45,16 @@ def add_parser(sub, kaldi_bool) -> None:
                    help="also train on the frames between the subsampled outputs "
                    "(outputs shifted by 1 .. N-1 frames; default true)")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=12, metavar="N")
-    g.add_argument("--lr", type=float, default=1e-3, metavar="X", help="peak learning rate")
-    g.add_argument("--batch-size", type=int, default=16, metavar="N", help="chunks per step")
-    g.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
-    g.add_argument("--warmup", type=float, default=0.05, metavar="F",
+    g.add_argument("--epochs", type=int, default=_T.epochs, metavar="N")
+    g.add_argument("--lr", type=float, default=_T.lr, metavar="X", help="peak learning rate")
+    g.add_argument("--batch-size", type=int, default=_T.batch_size, metavar="N",
+                   help="chunks per step")
+    g.add_argument("--optimizer", default=_T.optimizer, choices=("adam", "sgd"))
+    g.add_argument("--warmup", type=float, default=_T.warmup, metavar="F",
                    help="fraction of training with a linearly rising learning rate")
-    g.add_argument("--final-lr", type=float, default=0.02, metavar="F",
+    g.add_argument("--final-lr", type=float, default=_T.final_lr, metavar="F",
                    help="final learning rate as a fraction of the peak (cosine decay)")
-    g.add_argument("--max-grad-norm", type=float, default=1.0, metavar="X",
+    g.add_argument("--max-grad-norm", type=float, default=_T.max_grad_norm, metavar="X",
                    help="clip the gradient's norm (0: no clipping)")
     g.add_argument("--loss", default="mse", choices=("mse", "kl"),
                    help="mse: squared error of the per-frame-centred outputs; kl: KL "
@@ -72,106 +70,24 @@ def add_parser(sub, kaldi_bool) -> None:
                    help="also write OUT.ckpt this often (besides every epoch and Ctrl-C)")
     p.add_argument("--num-threads", type=int, default=0, metavar="N",
                    help="torch CPU threads (default: one per core)")
-    p.add_argument("--binary", type=kaldi_bool, default=True, metavar="BOOL",
-                   help="write binary (default true)")
+    add_binary(p, kaldi_bool)
     p.add_argument("student", help="the compressed model to train (.mdl or .raw)")
     p.add_argument("output", help="where to write the trained student")
 
 
-def _log(msg: str, bar: bool) -> None:
-    if bar:
-        from tqdm import tqdm
-        tqdm.write(f"kaldi-compress: {msg}", file=sys.stderr)
-    else:
-        print(f"kaldi-compress: {msg}", file=sys.stderr)
-
-
-def _check_args(args) -> None:
-    for inp in (args.student, args.teacher):
-        if args.output == "-" or same_file(inp, args.output):
-            raise KaldiCompressError(f"{args.output}: refusing to overwrite an input "
-                                     "(OUT must be a new file)")
-    if args.feats and (args.model_dir or args.data):
-        raise KaldiCompressError("give either --feats or --model-dir with --data, not both")
-    if not args.feats and not (args.model_dir and args.data):
-        raise KaldiCompressError("no training data: give --model-dir and --data, or --feats")
-    if args.online_ivectors and not args.feats:
-        raise KaldiCompressError("--online-ivectors goes with --feats")
-    if args.frames_per_chunk < 1 or args.frame_subsampling_factor < 0:
-        raise KaldiCompressError("--frames-per-chunk must be > 0 and "
-                                 "--frame-subsampling-factor >= 0")
-    if args.checkpoint_minutes <= 0:
-        raise KaldiCompressError("--checkpoint-minutes must be > 0")
-
-
-def _check_dims(teacher, student) -> None:
-    t, s = teacher.node_dims(), student.node_dims()
-    for node, what in (("input", "input"), ("ivector", "i-vector"), ("output", "output")):
-        if t.get(node) != s.get(node):
-            raise KaldiCompressError(f"the student's {what} dimension ({s.get(node)}) differs "
-                                     f"from the teacher's ({t.get(node)})")
-
-
 def run(args) -> int:
-    from .compute import prepare_torch   # first: it sets OMP_WAIT_POLICY before torch loads
-    from ..compute.forward import NnetForward
-    from ..finetune.chunks import make_chunks, network_outputs
-    from ..finetune.data import table_corpus, wav_corpus
-    from ..finetune.loss import LossOptions
-    from ..finetune.train import Trainer, TrainOptions
-
-    started = time.monotonic()
-    _check_args(args)
-    prepare_torch(args.num_threads)
-    ckpt = args.output + ".ckpt"
-    if not args.resume and os.path.exists(ckpt):
-        raise KaldiCompressError(f"{ckpt} exists (an unfinished run): continue it with "
-                                 "--resume, or delete it")
-    if args.resume and not os.path.isfile(ckpt):
-        raise KaldiCompressError(f"{ckpt}: no checkpoint to resume from")
     loss = LossOptions(kl_weight=1.0, mse_weight=0.0, temperature=args.temperature) \
         if args.loss == "kl" else LossOptions(kl_weight=0.0, mse_weight=1.0)
-    opts = TrainOptions(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                        optimizer=args.optimizer, warmup=args.warmup, final_lr=args.final_lr,
-                        max_grad_norm=args.max_grad_norm, max_minutes=args.max_minutes,
-                        seed=args.seed, loss=loss)
-    opts.check()
-    teacher = read_model(args.teacher).nnet
-    model = read_model(args.student)
-    _check_dims(teacher, model.nnet)
-    bar = sys.stderr.isatty()
-    if args.feats:
-        corpus = table_corpus(args.feats, args.online_ivectors, args.online_ivector_period)
-    else:
-        corpus = wav_corpus(args.model_dir, args.data, args.dither, progress=bar)
-    fsf = args.frame_subsampling_factor or corpus.frame_subsampling_factor or 1
-    shifts = tuple(range(fsf)) if args.frame_shifts else (0,)
-    chunks, computer = make_chunks(corpus, teacher, model.nnet, fsf, args.frames_per_chunk,
-                                   shifts)
-    chunks.targets = network_outputs(computer.forward, chunks, progress=bar)
-    del computer
-    _log(f"{len(corpus.utterances)} utterances, {corpus.num_frames} frames -> {len(chunks)} "
-         f"chunks, {chunks.num_outputs} training outputs", bar)
-    trainer = Trainer(NnetForward(model.nnet), chunks, opts)
-    if args.resume:
-        trainer.load(ckpt)
-        _log(f"resuming {ckpt} at step {trainer.step} of {trainer.total_steps}", bar)
-    else:
-        _log(f"loss before training: {trainer.evaluate(chunks):.5g}", bar)
-
-    def on_epoch(t: Trainer, stats) -> None:
-        _log(f"epoch {stats.epoch}/{opts.epochs}: loss {stats.loss:.5g}, lr {stats.lr:.3g}", bar)
-
-    try:
-        trainer.train(ckpt, progress=bar, started=started,
-                      checkpoint_minutes=args.checkpoint_minutes, on_epoch=on_epoch)
-    except KeyboardInterrupt:
-        if os.path.exists(ckpt):
-            _log(f"checkpoint {ckpt} at step {trainer.step}; continue with --resume", False)
-        raise
-    trainer.student.write_back()
-    write_model(model, args.output, binary=args.binary)
-    _log(f"wrote {args.output} after {trainer.step} steps, {trainer.elapsed / 60:.1f} min", bar)
-    if os.path.exists(ckpt):
-        os.unlink(ckpt)
+    train = TrainOptions(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                         optimizer=args.optimizer, warmup=args.warmup, final_lr=args.final_lr,
+                         max_grad_norm=args.max_grad_norm, max_minutes=args.max_minutes,
+                         seed=args.seed, loss=loss)
+    finetune(FinetuneJob(
+        args.teacher, args.student, args.output, model_dir=args.model_dir, data=args.data,
+        dither=args.dither, feats=args.feats, online_ivectors=args.online_ivectors,
+        online_ivector_period=args.online_ivector_period,
+        frame_subsampling_factor=args.frame_subsampling_factor,
+        frames_per_chunk=args.frames_per_chunk, frame_shifts=args.frame_shifts, train=train,
+        resume=args.resume, checkpoint_minutes=args.checkpoint_minutes,
+        num_threads=args.num_threads, binary=args.binary, progress=sys.stderr.isatty()))
     return 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 
 from ..errors import KaldiCompressError
-from ..io.files import same_file
-from ..nnet3 import read_model, write_model
+from ..nnet3 import read_model
+from .shared import add_compress_options, common_options, finish, refuse_overwrite
 
 
 def add_parser(sub, kaldi_bool) -> None:
@@ -13,17 +13,9 @@ def add_parser(sub, kaldi_bool) -> None:
         "svd", help="replace affine/TDNN/TDNN-F layers by SVD bottlenecks",
         description="Factorize layers by truncated SVD and write a Kaldi model. Give exactly "
         "one rank rule: --bottleneck-dim, --energy-threshold, --param-ratio or --target-params.")
-    p.add_argument("--components", default="*", metavar="GLOB",
-                   help="component-name pattern (* wildcard); default *")
     p.add_argument("--bottleneck-dim", type=int, metavar="N", help="rank of every layer")
     p.add_argument("--energy-threshold", type=float, metavar="E",
                    help="per layer, the smallest rank keeping fraction E of sum s_i^2")
-    p.add_argument("--param-ratio", type=float, metavar="R",
-                   help="global budget: R times the input's parameter count (as info reports)")
-    p.add_argument("--target-params", type=int, metavar="N", help="global budget in parameters")
-    p.add_argument("--shrinkage-threshold", type=float, default=1.0, metavar="S",
-                   help="leave a layer alone if its weights would shrink to more than S of "
-                   "their size (default 1.0: only factorize when it saves parameters)")
     p.add_argument("--kaldi-compatible", type=kaldi_bool, default=False, metavar="BOOL",
                    help="exactly Kaldi's apply-svd: Affine/NaturalGradientAffine only, "
                    "<name>_a Linear + <name>_b NaturalGradientAffine")
@@ -38,18 +30,15 @@ def add_parser(sub, kaldi_bool) -> None:
     p.add_argument("--closed-loop", type=kaldi_bool, default=True, metavar="BOOL",
                    help="data-aware: refit each layer on the inputs of the already "
                    "compressed layers below it (default true)")
-    p.add_argument("--binary", type=kaldi_bool, default=True, metavar="BOOL",
-                   help="write binary (default true)")
-    p.add_argument("--report", metavar="FILE", help="also write the per-layer table as JSON")
-    p.add_argument("input", help="input model (- for stdin)")
-    p.add_argument("output", help="output model (- for stdout)")
+    add_compress_options(p, kaldi_bool, "leave a layer alone if its weights would shrink to "
+                         "more than S of their size (default 1.0: only factorize when it "
+                         "saves parameters)")
 
 
 def run(args) -> int:
     from ..compress.kaldi_svd import apply_svd_kaldi
-    from ..compress.svd import SvdOptions, format_report, svd_compress
-    if same_file(args.input, args.output):
-        raise KaldiCompressError(f"{args.output}: refusing to overwrite the input")
+    from ..compress.svd import SvdOptions, svd_compress
+    refuse_overwrite(args)
     model = read_model(args.input)
     before = model.nnet.num_parameters
     if args.kaldi_compatible:
@@ -72,9 +61,8 @@ def run(args) -> int:
                       f"{r.energy_after:.6g}, shrinkage ratio {r.shrinkage:.6g}", file=sys.stderr)
         reports = None
     else:
-        opts = SvdOptions(args.components, args.bottleneck_dim, args.energy_threshold,
-                          args.param_ratio, args.target_params, args.shrinkage_threshold,
-                          closed_loop=args.closed_loop, progress=sys.stderr.isatty())
+        opts = SvdOptions(**common_options(args), bottleneck_dim=args.bottleneck_dim,
+                          energy_threshold=args.energy_threshold, closed_loop=args.closed_loop)
         opts.check()
         if args.calibration_data:
             from ..compress.calibrate import load_calibration
@@ -83,16 +71,5 @@ def run(args) -> int:
             opts.calibration = load_calibration(args.model_dir, args.calibration_data,
                                                 max_utts=args.max_utts)
         reports = svd_compress(model.nnet, opts)
-        print(format_report(reports), file=sys.stderr, end="")
-    after = model.nnet.num_parameters
-    print(f"kaldi-compress: parameters {before} -> {after} ({after / before:.4f}x)",
-          file=sys.stderr)
-    write_model(model, args.output, binary=args.binary)
-    if args.report and reports is not None:
-        import json
-        from dataclasses import asdict
-        from ..io.files import write_output
-        doc = {"params_before": before, "params_after": after,
-               "layers": [asdict(r) for r in reports]}
-        write_output(args.report, [json.dumps(doc, indent=1).encode()])
+    finish(model, args, before, reports)
     return 0

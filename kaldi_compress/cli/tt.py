@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import os
-import sys
 
 from ..errors import KaldiCompressError
-from ..io.files import same_file
-from ..nnet3 import read_model, write_model
+from ..nnet3 import read_model
+from .shared import add_compress_options, common_options, finish, refuse_overwrite
 
 
 def add_parser(sub, kaldi_bool) -> None:
@@ -17,15 +16,10 @@ def add_parser(sub, kaldi_bool) -> None:
         "matrix. Give exactly one rule: --tt-rank, --tt-eps, --param-ratio or "
         "--target-params. With a budget each layer gets TT, SVD or stays as it is, "
         "whichever loses least.")
-    p.add_argument("--components", default="*", metavar="GLOB",
-                   help="component-name pattern (* wildcard); default *")
     p.add_argument("--tt-rank", type=int, metavar="R", help="maximum TT rank of every layer")
     p.add_argument("--tt-eps", type=float, metavar="E",
                    help="per layer, relative Frobenius error at most E (TT-SVD: each of the "
                    "d-1 unfoldings truncated at E/sqrt(d-1) ||W||)")
-    p.add_argument("--param-ratio", type=float, metavar="R",
-                   help="global budget: R times the input's parameter count (as info reports)")
-    p.add_argument("--target-params", type=int, metavar="N", help="global budget in parameters")
     p.add_argument("--tt-shape", metavar="M1xM2..,N1xN2..",
                    help="force the factorization of the output and input dims, e.g. 24x32,8x8 "
                    "(output dims may be padded up; default: chosen per layer)")
@@ -33,29 +27,22 @@ def add_parser(sub, kaldi_bool) -> None:
                    help="numbers of cores to try when choosing shapes (default 2,3)")
     p.add_argument("--allow-svd", type=kaldi_bool, default=True, metavar="BOOL",
                    help="with a budget, a layer may be factorized by SVD instead (default true)")
-    p.add_argument("--shrinkage-threshold", type=float, default=1.0, metavar="S",
-                   help="with --tt-rank/--tt-eps, leave a layer alone if its TT would keep more "
-                   "than S of its parameters (default 1.0: only when it saves parameters)")
-    p.add_argument("--binary", type=kaldi_bool, default=True, metavar="BOOL",
-                   help="write binary (default true)")
-    p.add_argument("--report", metavar="FILE", help="also write the per-layer table as JSON")
-    p.add_argument("input", help="input model (- for stdin)")
-    p.add_argument("output", help="output model (- for stdout)")
+    add_compress_options(p, kaldi_bool, "with --tt-rank/--tt-eps, leave a layer alone if its "
+                         "TT would keep more than S of its parameters (default 1.0: only "
+                         "when it saves parameters)")
 
 
 def run(args) -> int:
     from ..compress.tt import TTShape
-    from ..compress.tt_compress import TtOptions, format_report, tt_compress
-    if same_file(args.input, args.output):
-        raise KaldiCompressError(f"{args.output}: refusing to overwrite the input")
+    from ..compress.tt_compress import TtOptions, tt_compress
+    refuse_overwrite(args)
     try:
         cores = tuple(int(v) for v in args.tt_cores.split(","))
     except ValueError:
         raise KaldiCompressError(f"--tt-cores={args.tt_cores}: expected numbers like 2,3") from None
-    opts = TtOptions(args.components, args.tt_rank, args.tt_eps, args.param_ratio,
-                     args.target_params, TTShape.parse(args.tt_shape) if args.tt_shape else None,
-                     cores, args.allow_svd, args.shrinkage_threshold,
-                     progress=sys.stderr.isatty())
+    opts = TtOptions(**common_options(args), tt_rank=args.tt_rank, tt_eps=args.tt_eps,
+                     tt_shape=TTShape.parse(args.tt_shape) if args.tt_shape else None,
+                     tt_cores=cores, allow_svd=args.allow_svd)
     opts.check()
     model = read_model(args.input)
     before = model.nnet.num_parameters
@@ -64,16 +51,5 @@ def run(args) -> int:
     from threadpoolctl import threadpool_limits
     with threadpool_limits(None if "OPENBLAS_NUM_THREADS" in os.environ else 1, "blas"):
         reports = tt_compress(model.nnet, opts)
-    print(format_report(reports), file=sys.stderr, end="")
-    after = model.nnet.num_parameters
-    print(f"kaldi-compress: parameters {before} -> {after} ({after / before:.4f}x)",
-          file=sys.stderr)
-    write_model(model, args.output, binary=args.binary)
-    if args.report:
-        import json
-        from dataclasses import asdict
-        from ..io.files import write_output
-        doc = {"params_before": before, "params_after": after,
-               "layers": [asdict(r) for r in reports]}
-        write_output(args.report, [json.dumps(doc, indent=1).encode()])
+    finish(model, args, before, reports)
     return 0

@@ -1,6 +1,7 @@
-"""Choosing a rank per unit to meet a global parameter budget.
+"""Choosing one option per unit to meet a global parameter budget.
 
-Each unit u offers options (rank k, parameters p_u(k), damage e_u(k)), where the
+Each unit u offers options (parameters p_u, damage e_u), priced by the methods
+(an SVD rank k: p_u(k), e_u(k); a TT; keeping the unit as it is).  For SVD the
 damage is the energy the truncation discards, e_u(k) = c_u sum_{i>k} s_i^2, times
 an optional per-unit weight.  Weights-only, c_u = 1 / sum_i s_i^2 (the relative
 squared error of the weights); data-aware, the s_i come from the output-weighted,
@@ -21,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import KaldiCompressError
-from .layers import Unit
 
 
 @dataclass
@@ -30,27 +30,6 @@ class Option:
     params: int
     damage: float
     tag: Any = None      # another method's choice (e.g. a TT factorization); None: SVD rank
-
-
-def options(unit: Unit, weight: float = 1.0, min_rank: int = 1) -> list[Option]:
-    """The unit's choices: unchanged, or any rank whose rewrite saves parameters."""
-    e = unit.spec.energy
-    tail = np.concatenate([np.cumsum(e[::-1])[::-1], [0.0]]) * unit.damage_scale
-    opts = [Option(unit.full_rank, unit.params_before, 0.0)]
-    for k in range(max(1, min_rank), unit.full_rank):
-        p = unit.params_at(k)
-        if p < unit.params_before:
-            opts.append(Option(k, p, weight * float(tail[k])))
-    return opts
-
-
-def allocate(units: list[Unit], budget: int, fixed_params: int,
-             weights: dict[str, float] | None = None, min_rank: int = 1) -> dict[str, int]:
-    """Ranks per unit name so that fixed_params + sum params <= budget, least damage."""
-    weights = weights or {}
-    table = [options(u, weights.get(u.name, 1.0), min_rank) for u in units]
-    choice = choose(table, budget, fixed_params)
-    return {u.name: o.rank for u, o in zip(units, choice)}
 
 
 def choose(table: list[list[Option]], budget: int, fixed_params: int) -> list[Option]:

@@ -10,7 +10,7 @@ nnet3-compute would (features and online i-vectors from the model directory's
 front end, chunks with the model's frame subsampling), and the statistics are
 summed over every frame the network computes.  Where the unit's outputs have a
 bias, truncation works on the centred input (covariance instead of second moment)
-and the bias absorbs the mean exactly (see :mod:`.layers`).  ``tdnn`` units (a
+and the bias absorbs the mean exactly (see :func:`.rewrite.fit_unit`).  ``tdnn`` units (a
 multi-offset layer on its own) keep the weights-only truncation.
 
 A multi-offset consumer y(t) = sum_j F_j h(t + o_j) + b of a bottleneck sees its
@@ -35,7 +35,7 @@ import torch
 from ..compute.layers import Tdnn, gather_rows
 from ..errors import KaldiCompressError
 from ..nnet3 import Nnet
-from .layers import Unit, find_units, offsets
+from .units import Unit, UnitKind, find_units, offsets
 
 
 @dataclass
@@ -123,8 +123,8 @@ def wanted_rows(nnet: Nnet, units: list[Unit]) -> dict[str, tuple[str, str]]:
     """key -> (node, kind): each unit's vector, and its multi-offset consumers' taps."""
     out = {}
     for u in units:
-        out[u.node] = (u.node, "input" if u.kind == "affine" else "output")
-        if u.kind == "bottleneck" and not u.batchnorm:
+        out[u.node] = (u.node, "input" if u.kind is UnitKind.AFFINE else "output")
+        if u.is_bottleneck and not u.batchnorm:
             for c in u.consumers:
                 if len(offsets(nnet.components[nnet.node(c).component])) > 1:
                     out[TAPS + c] = (c, "taps")
@@ -174,7 +174,7 @@ class MomentAccumulator:
         return Moments(self.moment(key), self.mean(key))
 
     def unit_stats(self, nnet: Nnet, unit: Unit) -> UnitStats:
-        if unit.kind == "bottleneck":
+        if unit.is_bottleneck:
             d = np.concatenate([
                 np.tile(self.inverse_std(c), len(offsets(nnet.components[nnet.node(c).component])))
                 for c in unit.consumers])
@@ -187,14 +187,14 @@ class MomentAccumulator:
 
 def data_units(nnet: Nnet) -> list[Unit]:
     """The units that data-aware truncation handles."""
-    return [u for u in find_units(nnet) if u.kind in ("affine", "bottleneck")]
+    return [u for u in find_units(nnet) if u.kind is not UnitKind.TDNN]
 
 
 def unit_statistics(nnet: Nnet, calibration: Calibration) -> dict[str, UnitStats]:
     """Open-loop statistics per unit node (see the module docstring)."""
     units = data_units(nnet)
     acc = MomentAccumulator(wanted_rows(nnet, units),
-                            {u.node for u in units if u.kind == "affine"}
+                            {u.node for u in units if u.kind is UnitKind.AFFINE}
                             | {c for u in units for c in u.consumers})
     calibration.run(nnet, acc)
     return {u.node: acc.unit_stats(nnet, u) for u in units}

@@ -1,7 +1,7 @@
 """How much a unit's local error grows by the time it reaches the network output.
 
 A truncation's local damage e_u (mean squared output error of the unit, in units
-of each output's standard deviation; see :mod:`.layers`) is not what decoding
+of each output's standard deviation; see :func:`.rewrite.fit_unit`) is not what decoding
 sees: errors in early layers pass through many more layers.  We measure the gain
 g_u = E_out / e_u empirically: truncate one unit at a time to the rank whose
 relative output error is about ``probe_error``, run the network on calibration
@@ -16,15 +16,16 @@ import sys
 import numpy as np
 
 from ..nnet3 import Nnet
-from .layers import Unit, apply_rank, compute_spectrum, find_units
+from .rewrite import Fit, apply_rank, fit_unit
+from .units import find_units
 
 
-def probe_rank(unit: Unit, probe_error: float) -> int:
+def probe_rank(fit: Fit, full_rank: int, probe_error: float) -> int:
     """The smallest rank whose relative output error is at most ``probe_error``."""
-    for k in range(1, unit.full_rank):
-        if unit.spec.relative_error(k) <= probe_error:
+    for k in range(1, full_rank):
+        if fit.spec.relative_error(k) <= probe_error:
             return k
-    return unit.full_rank - 1
+    return full_rank - 1
 
 
 def output_gains(nnet: Nnet, stats: dict, calibration, probe_error: float = 0.2,
@@ -41,12 +42,12 @@ def output_gains(nnet: Nnet, stats: dict, calibration, probe_error: float = 0.2,
     for u in units:
         work = nnet.copy()
         probe = next(x for x in find_units(work) if x.name == u.name)
-        spec = compute_spectrum(work, probe, stats[u.node])
-        k = probe_rank(probe, probe_error)
-        local = spec.discarded(k) * probe.damage_scale
+        fit = fit_unit(work, probe, stats[u.node])
+        k = probe_rank(fit, probe.full_rank, probe_error)
+        local = fit.spec.discarded(k) * fit.damage_scale
         if local <= 0:
             continue
-        apply_rank(work, probe, k, stats[u.node])
+        apply_rank(work, probe, fit, k, stats[u.node])
         other = outputs(work)
         err = np.mean([float(((a.astype(np.float64) - b) ** 2).mean()) for a, b in zip(base, other)])
         gains[u.name] = err / variance / local

@@ -5,10 +5,10 @@ for every matched affine-like layer (its TT shape given or chosen automatically)
 a global budget ``param_ratio`` / ``target_params`` (parameters as ``nnet3-am-info``
 counts them, as for ``kaldi-compress svd``).
 
-Budget: the compressible units of :func:`.layers.find_units` each offer options --
-unchanged, an SVD rank (:func:`.budget.options`), or a TT of one of the unit's
+Budget (on :mod:`.spine`): the selected units each offer options -- unchanged, an
+SVD rank (:func:`.svd.svd_options`), or a TT of one of the unit's
 matrices at some shape and rank -- each with its parameter count and damage, and
-:func:`.budget.choose` picks one per unit (Lagrangian relaxation).  Damage is the
+:func:`.spine.within_budget` picks one per unit (Lagrangian relaxation).  Damage is the
 weights-only relative squared error, on the same scale as SVD's:
 
 * affine/tdnn unit, TT of W: ||W - TT||_F^2 / ||W||_F^2 (the discarded energy);
@@ -19,8 +19,8 @@ weights-only relative squared error, on the same scale as SVD's:
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -29,52 +29,35 @@ from ..nnet3 import Nnet
 from ..nnet3.components import (AffineComponent, Component, LinearComponent,
                                 NaturalGradientAffineComponent, TdnnComponent)
 from ..nnet3.components.base import match_glob
-from .budget import Option, choose, options
-from .layers import (Unit, apply_rank, bias, compute_spectrum,
-                     consumer_blocks, counted, find_units, offsets, single_unit, weight)
+from .budget import Option
 from .lowrank import spectrum
+from .rewrite import Fit, apply_rank, fit_unit
+from .spine import CompressOptions, LayerReport, progress, select_units, unit_shape, within_budget
+from .svd import svd_options
 from .tt import TTMatrix, TTShape, candidate_shapes, padded_rows, rank_grid, tt_svd_many
 from .tt_kaldi import TTLayer, chain_params_for, chain_steps, write_layer
+from .units import Unit, bias, consumer_blocks, counted, offsets, single_unit, weight
 
 TT_TYPES = (AffineComponent, LinearComponent, TdnnComponent)   # trainable affine-like
 
 
 @dataclass
-class TtOptions:
-    components: str = "*"
+class TtOptions(CompressOptions):
     tt_rank: int | None = None
     tt_eps: float | None = None
-    param_ratio: float | None = None
-    target_params: int | None = None
     tt_shape: TTShape | None = None
     tt_cores: tuple[int, ...] = (2, 3)
     allow_svd: bool = True               # budget: a layer may take SVD instead of TT
-    shrinkage_threshold: float = 1.0     # rules: keep a layer whose TT keeps > this share
-    progress: bool = False
+    RULES: ClassVar = (("tt_rank", "--tt-rank"), ("tt_eps", "--tt-eps"))
 
-    def check(self) -> None:
-        rules = [x is not None for x in (self.tt_rank, self.tt_eps, self.param_ratio,
-                                          self.target_params)]
-        if sum(rules) != 1:
-            raise KaldiCompressError("give exactly one of --tt-rank, --tt-eps, --param-ratio, "
-                                     "--target-params")
+    def check_rules(self) -> None:
         if self.tt_rank is not None and self.tt_rank < 1:
             raise KaldiCompressError(f"--tt-rank must be positive, got {self.tt_rank}")
         if self.tt_eps is not None and not 0 <= self.tt_eps < 1:
             raise KaldiCompressError(f"--tt-eps must be in [0, 1), got {self.tt_eps}")
-        if self.param_ratio is not None and not 0 < self.param_ratio <= 1:
-            raise KaldiCompressError(f"--param-ratio must be in (0, 1], got {self.param_ratio}")
-        if self.target_params is not None and self.target_params < 1:
-            raise KaldiCompressError(f"--target-params must be positive, got {self.target_params}")
         if not self.tt_cores or any(not 2 <= d <= 6 for d in self.tt_cores):
             raise KaldiCompressError(f"--tt-cores must list numbers of cores in 2..6, "
                                      f"got {','.join(map(str, self.tt_cores))}")
-        if not self.shrinkage_threshold > 0:
-            raise KaldiCompressError("--shrinkage-threshold must be positive")
-
-    @property
-    def budget(self) -> bool:
-        return self.param_ratio is not None or self.target_params is not None
 
 
 @dataclass
@@ -94,22 +77,6 @@ class TTChoice:
     def shape_text(self, rows: int) -> str:
         s = str(self.shape)
         return s if self.padded == rows else f"{s} (pad {rows}->{self.padded})"
-
-
-@dataclass
-class LayerReport:
-    """One row of the per-layer table."""
-    name: str
-    method: str                      # "tt" | "svd" | "kept"
-    shape: str                       # in->out of the matrix factorized
-    tt_shape: str
-    ranks: str
-    params_before: int
-    params_after: int
-    weight_error: float              # relative Frobenius error of the matrix
-    svd_rank: int | None = None      # TT rows: SVD rank of the matrix with no more error ...
-    svd_params: int | None = None    # ... and the row's parameters with that SVD instead
-    note: str = ""
 
 
 # ---------------------------------------------------------------------------
@@ -220,17 +187,13 @@ def _bottleneck_metric(nnet: Nnet, unit: Unit):
     return damage
 
 
-def _members(unit: Unit) -> list[str]:
-    return [unit.node, *unit.consumers] if unit.kind == "bottleneck" else [unit.node]
-
-
-def unit_options(nnet: Nnet, unit: Unit, opts: TtOptions) -> list[Option]:
+def unit_options(nnet: Nnet, unit: Unit, fit: Fit, opts: TtOptions) -> list[Option]:
     """Keep, SVD ranks (if allowed) and TT options of each of the unit's matrices,
     without dominated ones (more parameters and more damage than another option)."""
-    compute_spectrum(nnet, unit)
-    table = options(unit) if opts.allow_svd else [Option(unit.full_rank, unit.params_before, 0.0)]
-    metric = _bottleneck_metric(nnet, unit) if unit.kind == "bottleneck" else None
-    for node in _members(unit):
+    table = svd_options(unit, fit) if opts.allow_svd \
+        else [Option(unit.full_rank, unit.params_before, 0.0)]
+    metric = _bottleneck_metric(nnet, unit) if unit.is_bottleneck else None
+    for node in unit.members:
         comp = _component(nnet, node)
         if not isinstance(comp, TT_TYPES) or not comp.is_updatable:
             continue
@@ -264,14 +227,6 @@ def _pareto(table: list[Option]) -> list[Option]:
 # ---------------------------------------------------------------------------
 # The compressor.
 
-def _unit_shape(nnet: Nnet, unit: Unit) -> str:
-    if unit.kind == "bottleneck":
-        w = consumer_blocks(nnet, unit)[0]
-        return f"{weight(nnet.components[unit.name]).shape[1]}->{unit.full_rank}->{w.shape[0]}"
-    w = weight(nnet.components[unit.name])
-    return f"{w.shape[1]}->{w.shape[0]}"
-
-
 def _apply_tt(nnet: Nnet, c: TTChoice) -> None:
     comp = _component(nnet, c.node)
     natural = isinstance(comp, NaturalGradientAffineComponent) or \
@@ -282,7 +237,8 @@ def _apply_tt(nnet: Nnet, c: TTChoice) -> None:
     write_layer(nnet, c.node, layer, offsets(comp))
 
 
-def _tt_report(nnet: Nnet, c: TTChoice, before: int, after: int, name: str) -> LayerReport:
+def _tt_report(nnet: Nnet, c: TTChoice, before: int, after: int, name: str,
+               kind: str) -> LayerReport:
     """Parameters before/after (and the SVD alternative's) count everything the row
     covers: the layer, or the whole unit when the TT replaces one matrix of a unit."""
     comp = _component(nnet, c.node)
@@ -290,8 +246,13 @@ def _tt_report(nnet: Nnet, c: TTChoice, before: int, after: int, name: str) -> L
     err = true_error(nnet, c)
     k, p = svd_equivalent(nnet, c.node, err)
     others = before - counted(comp)
-    return LayerReport(name, "tt", f"{w.shape[1]}->{w.shape[0]}", c.shape_text(w.shape[0]),
-                       "-".join(map(str, c.ranks[1:-1])), before, after, err, k, others + p)
+    return LayerReport(name, "tt", kind, f"{w.shape[1]}->{w.shape[0]}", before, after, err,
+                       tt_shape=c.shape_text(w.shape[0]), tt_ranks=_ranks_text(c),
+                       svd_rank=k, svd_params=others + p)
+
+
+def _ranks_text(c: TTChoice) -> str:
+    return "-".join(map(str, c.ranks[1:-1]))
 
 
 def tt_compress(nnet: Nnet, opts: TtOptions) -> list[LayerReport]:
@@ -301,80 +262,46 @@ def tt_compress(nnet: Nnet, opts: TtOptions) -> list[LayerReport]:
         return _compress_budget(nnet, opts)
     reports = []
     nodes = tt_layers(nnet, opts.components)
-    it = _progress(nodes, opts, "tt")
-    for node in it:
+    for node in progress(nodes, opts, "tt"):
         comp = _component(nnet, node)
         name = nnet.node(node).component
         before = counted(comp)
         c = choose_by_rule(nnet, node, opts)
         w = weight(comp)
         shape = f"{w.shape[1]}->{w.shape[0]}"
+        kind = single_unit(nnet, node).describe()
         if c.params > opts.shrinkage_threshold * before:
-            reports.append(LayerReport(name, "kept", shape, c.shape_text(w.shape[0]),
-                                       "-".join(map(str, c.ranks[1:-1])), before, before, 0.0,
+            reports.append(LayerReport(name, "kept", kind, shape, before, before, 0.0,
+                                       tt_shape=c.shape_text(w.shape[0]), tt_ranks=_ranks_text(c),
                                        note=f"TT would need {c.params} parameters"))
             continue
-        row = _tt_report(nnet, c, before, c.params, name)
+        row = _tt_report(nnet, c, before, c.params, name, kind)
         _apply_tt(nnet, c)
         reports.append(row)
     return reports
 
 
-def _progress(items, opts: TtOptions, desc: str):
-    if not opts.progress:
-        return items
-    from tqdm import tqdm
-    return tqdm(items, desc=desc, unit="layer", file=sys.stderr, leave=False)
-
-
 def _compress_budget(nnet: Nnet, opts: TtOptions) -> list[LayerReport]:
-    units = [u for u in find_units(nnet)
-             if all(match_glob(opts.components, c) for c in u.components)]
-    if not units:
-        matched = nnet.find_components(opts.components)
-        if not matched:
-            raise KaldiCompressError(f"--components={opts.components} matches no component")
-        raise KaldiCompressError(f"--components={opts.components} matches {len(matched)} "
-                                 "components but none that can be factorized")
-    shapes = {u.name: _unit_shape(nnet, u) for u in units}
-    table = [unit_options(nnet, u, opts) for u in _progress(units, opts, "tt options")]
-    total = nnet.num_parameters
-    budget = opts.target_params if opts.target_params is not None \
-        else int(round(opts.param_ratio * total))
-    fixed = total - sum(u.params_before for u in units)
-    picked = choose(table, budget, fixed)
+    units = select_units(nnet, opts.components)
+    shapes = {u.name: unit_shape(nnet, u) for u in units}
+    fits = {u.name: fit_unit(nnet, u) for u in units}
+    table = [unit_options(nnet, u, fits[u.name], opts)
+             for u in progress(units, opts, "tt options")]
     reports = []
-    for u, o in zip(units, picked):
+    for u, o in zip(units, within_budget(nnet, units, table, opts)):
+        kind = u.describe()
         if isinstance(o.tag, TTChoice):
             name = o.tag.component + (f" ({u.name})" if o.tag.component != u.name else "")
-            reports.append(_tt_report(nnet, o.tag, u.params_before, o.params, name))
+            reports.append(_tt_report(nnet, o.tag, u.params_before, o.params, name, kind))
             _apply_tt(nnet, o.tag)
         elif o.rank < u.full_rank:
-            err = u.spec.relative_error(o.rank)
-            reports.append(LayerReport(u.name, "svd", shapes[u.name], "-", str(o.rank),
-                                       u.params_before, o.params, err))
-            apply_rank(nnet, u, o.rank)
+            fit = fits[u.name]
+            reports.append(LayerReport(u.name, "svd", kind, shapes[u.name], u.params_before,
+                                       o.params, fit.spec.relative_error(o.rank),
+                                       rank_before=u.full_rank, rank_after=o.rank))
+            apply_rank(nnet, u, fit, o.rank)
         else:
-            reports.append(LayerReport(u.name, "kept", shapes[u.name], "-", "-",
-                                       u.params_before, u.params_before, 0.0))
+            reports.append(LayerReport(u.name, "kept", kind, shapes[u.name], u.params_before,
+                                       u.params_before, 0.0, rank_before=u.full_rank,
+                                       rank_after=u.full_rank))
     return reports
-
-
-def format_report(reports: list[LayerReport]) -> str:
-    """The per-layer table printed by ``kaldi-compress tt``."""
-    head = ("layer", "method", "shape", "TT shape", "TT ranks", "params", "-> params",
-            "rel.err(W)", "SVD rank@err", "SVD params")
-    rows = [head]
-    for r in reports:
-        rows.append((r.name, r.method, r.shape, r.tt_shape, r.ranks, str(r.params_before),
-                     str(r.params_after), f"{r.weight_error:.4f}",
-                     "-" if r.svd_rank is None else str(r.svd_rank),
-                     "-" if r.svd_params is None else str(r.svd_params)))
-    before = sum(r.params_before for r in reports)
-    after = sum(r.params_after for r in reports)
-    rows.append(("total", "", "", "", "", str(before), str(after), "", "", ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(v.ljust(w) if i < 5 else v.rjust(w)
-                       for i, (v, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
-    notes = [f"kaldi-compress: {r.name}: kept ({r.note})" for r in reports if r.note]
-    return "\n".join(lines + notes) + "\n"

@@ -1,10 +1,25 @@
 """Distillation fine-tuning: a compressed student learns the original teacher's outputs
-on unlabeled audio, in Kaldi's test-mode forward pass, and is written back as Kaldi."""
-from .chunks import ChunkSet, make_chunks, network_outputs
-from .data import Corpus, Utterance, table_corpus, wav_corpus
-from .loss import LossOptions, distill_loss
-from .train import EpochStats, Trainer, TrainOptions, lr_factor, trainable_parameters
+on unlabeled audio, in Kaldi's test-mode forward pass, and is written back as Kaldi.
 
-__all__ = ["ChunkSet", "Corpus", "EpochStats", "LossOptions", "TrainOptions", "Trainer",
-           "Utterance", "distill_loss", "lr_factor", "make_chunks", "network_outputs",
-           "table_corpus", "trainable_parameters", "wav_corpus"]
+The entry point is :func:`finetune` with a :class:`FinetuneJob` (what
+``kaldi-compress finetune`` runs).  Names load lazily, so importing the options
+does not load torch.
+"""
+from importlib import import_module
+
+_WHERE = {
+    "FinetuneJob": "distill", "finetune": "distill", "default_train_options": "distill",
+    "LossOptions": "options", "TrainOptions": "options",
+    "ChunkSet": "chunks", "make_chunks": "chunks", "network_outputs": "chunks",
+    "Corpus": "data", "Utterance": "data", "table_corpus": "data", "wav_corpus": "data",
+    "distill_loss": "loss",
+    "EpochStats": "train", "Trainer": "train", "lr_factor": "train",
+    "trainable_parameters": "train",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_WHERE[name]}", __name__), name)

@@ -15,24 +15,9 @@ The loss is the mean over the output frames that lie inside their utterance
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from ..errors import KaldiCompressError
-
-
-@dataclass(frozen=True)
-class LossOptions:
-    kl_weight: float = 1.0
-    mse_weight: float = 0.0
-    temperature: float = 1.0
-
-    def check(self) -> None:
-        if self.kl_weight < 0 or self.mse_weight < 0 or self.kl_weight + self.mse_weight == 0:
-            raise KaldiCompressError("loss weights must be >= 0, and not both 0")
-        if not self.temperature > 0:
-            raise KaldiCompressError("--temperature must be > 0")
+from .options import LossOptions
 
 
 def frame_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0

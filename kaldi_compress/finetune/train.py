@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -35,44 +35,10 @@ from ..compute.forward import NnetForward
 from ..errors import KaldiCompressError
 from ..io.files import write_output
 from .chunks import ChunkSet
-from .loss import LossOptions, distill_loss
+from .loss import distill_loss
+from .options import TrainOptions
 
 CHECKPOINT_VERSION = 1
-
-
-@dataclass
-class TrainOptions:
-    epochs: int = 6
-    lr: float = 1e-3
-    batch_size: int = 32              # chunks per step
-    optimizer: str = "adam"           # adam | sgd
-    warmup: float = 0.05              # fraction of training
-    final_lr: float = 0.02            # fraction of the peak reached at the end
-    max_grad_norm: float = 0.0        # clip the gradient's 2-norm (0: no clipping)
-    max_minutes: float = 0.0          # time budget (0: none)
-    seed: int = 0
-    loss: LossOptions = field(default_factory=LossOptions)
-
-    def check(self) -> None:
-        if self.epochs < 1:
-            raise KaldiCompressError("--epochs must be >= 1")
-        if not self.lr > 0:
-            raise KaldiCompressError("--lr must be > 0")
-        if self.batch_size < 1:
-            raise KaldiCompressError("--batch-size must be >= 1")
-        if self.optimizer not in ("adam", "sgd"):
-            raise KaldiCompressError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
-        if not 0 <= self.warmup < 1 or not 0 <= self.final_lr <= 1:
-            raise KaldiCompressError("--warmup must be in [0, 1) and --final-lr in [0, 1]")
-        if self.max_minutes < 0 or self.max_grad_norm < 0:
-            raise KaldiCompressError("--max-minutes and --max-grad-norm must be >= 0")
-        self.loss.check()
-
-    def schedule_dict(self) -> dict:
-        """The options a resumed run must share with the checkpoint."""
-        d = asdict(self)
-        d.pop("max_minutes")
-        return d
 
 
 def lr_factor(progress: float, warmup: float, final: float) -> float:

@@ -1,0 +1,62 @@
+"""Option blocks and steps that several subcommands share."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import KaldiCompressError
+from ..io.files import same_file, write_output
+from ..nnet3 import Model, write_model
+
+
+def add_model_io(p) -> None:
+    """IN and OUT model arguments (``-`` for stdin/stdout) and ``--binary``."""
+    p.add_argument("input", help="input model (- for stdin)")
+    p.add_argument("output", help="output model (- for stdout)")
+
+
+def add_binary(p, kaldi_bool) -> None:
+    p.add_argument("--binary", type=kaldi_bool, default=True, metavar="BOOL",
+                   help="write binary (default true); --binary=false writes text")
+
+
+def refuse_overwrite(args) -> None:
+    """Never write over the input model."""
+    if same_file(args.input, args.output):
+        raise KaldiCompressError(f"{args.output}: refusing to overwrite the input")
+
+
+def add_compress_options(p, kaldi_bool, shrinkage_help: str) -> None:
+    """What every compression method takes (:class:`..compress.spine.CompressOptions`),
+    the output's format and the ``--report`` file; then IN and OUT."""
+    p.add_argument("--components", default="*", metavar="GLOB",
+                   help="component-name pattern (* wildcard); default *")
+    p.add_argument("--param-ratio", type=float, metavar="R",
+                   help="global budget: R times the input's parameter count (as info reports)")
+    p.add_argument("--target-params", type=int, metavar="N", help="global budget in parameters")
+    p.add_argument("--shrinkage-threshold", type=float, default=1.0, metavar="S",
+                   help=shrinkage_help)
+    add_binary(p, kaldi_bool)
+    p.add_argument("--report", metavar="FILE", help="also write the per-layer table as JSON")
+    add_model_io(p)
+
+
+def common_options(args) -> dict:
+    """The :class:`..compress.spine.CompressOptions` fields, from the parsed arguments."""
+    return {"components": args.components, "param_ratio": args.param_ratio,
+            "target_params": args.target_params,
+            "shrinkage_threshold": args.shrinkage_threshold, "progress": sys.stderr.isatty()}
+
+
+def finish(model: Model, args, before: int, reports) -> None:
+    """Print the parameter totals, write the model and (with --report) the JSON table."""
+    from ..compress.spine import format_report, report_dict
+    if reports is not None:
+        print(format_report(reports), file=sys.stderr, end="")
+    after = model.nnet.num_parameters
+    print(f"kaldi-compress: parameters {before} -> {after} ({after / before:.4f}x)",
+          file=sys.stderr)
+    write_model(model, args.output, binary=args.binary)
+    if args.report and reports is not None:
+        write_output(args.report, [json.dumps(report_dict(before, after, reports),
+                                              indent=1).encode()])

@@ -1,0 +1,148 @@
+"""One distillation run, file to file: the library entry point behind
+``kaldi-compress finetune`` (recipes call :func:`finetune` directly).
+
+The teacher's outputs on every chunk of the data are computed once, then the
+student's updatable parameters are trained to reproduce them (batch norm and
+dropout in test mode, as decoding uses them), and the student is written in
+Kaldi's format.  A checkpoint ``OUTPUT.ckpt`` is kept while training (after every
+epoch, every ``checkpoint_minutes`` and on Ctrl-C); ``resume`` continues from it,
+and it is removed once OUTPUT is written.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+from ..errors import KaldiCompressError
+from ..io.files import same_file
+from ..nnet3 import Nnet, read_model, write_model
+from .options import LossOptions, TrainOptions
+
+
+def default_train_options() -> TrainOptions:
+    """The schedule ``kaldi-compress finetune`` uses unless told otherwise: 12 epochs of
+    16 chunks per step, gradients clipped at norm 1, squared error of centred outputs."""
+    return TrainOptions(epochs=12, batch_size=16, max_grad_norm=1.0,
+                        loss=LossOptions(kl_weight=0.0, mse_weight=1.0))
+
+
+@dataclass
+class FinetuneJob:
+    """What one run needs: models, data (wav dirs with a model dir, or Kaldi tables),
+    chunking, the training schedule and the run's bookkeeping."""
+    teacher: str                          # the original model: its outputs are the targets
+    student: str                          # the compressed model to train
+    output: str                           # where the trained student goes (a new file)
+    model_dir: str | None = None          # wav data: Vosk-style dir (conf/, ivector/) ...
+    data: list[str] = field(default_factory=list)   # ... and directories of 16 kHz wavs
+    dither: float | None = None           # MFCC dither (None: conf/mfcc.conf's)
+    feats: str | None = None              # table data: feature rspecifier ...
+    online_ivectors: str = ""             # ... and online i-vectors as matrices
+    online_ivector_period: int = 0
+    frame_subsampling_factor: int = 0     # 0: conf/model.conf's with model_dir, else 1
+    frames_per_chunk: int = 51            # input frames per chunk, as in decoding
+    frame_shifts: bool = True             # also train on the frames between outputs
+    train: TrainOptions = field(default_factory=default_train_options)
+    resume: bool = False                  # continue from OUTPUT.ckpt
+    checkpoint_minutes: float = 5.0
+    num_threads: int = 0                  # torch CPU threads (0: torch's default)
+    binary: bool = True
+    progress: bool = False                # tqdm bars and log lines above them
+
+    @property
+    def checkpoint(self) -> str:
+        return self.output + ".ckpt"
+
+    def check(self) -> None:
+        for inp in (self.student, self.teacher):
+            if self.output == "-" or same_file(inp, self.output):
+                raise KaldiCompressError(f"{self.output}: refusing to overwrite an input "
+                                         "(OUT must be a new file)")
+        if self.feats and (self.model_dir or self.data):
+            raise KaldiCompressError("give either --feats or --model-dir with --data, not both")
+        if not self.feats and not (self.model_dir and self.data):
+            raise KaldiCompressError("no training data: give --model-dir and --data, or --feats")
+        if self.online_ivectors and not self.feats:
+            raise KaldiCompressError("--online-ivectors goes with --feats")
+        if self.frames_per_chunk < 1 or self.frame_subsampling_factor < 0:
+            raise KaldiCompressError("--frames-per-chunk must be > 0 and "
+                                     "--frame-subsampling-factor >= 0")
+        if self.checkpoint_minutes <= 0:
+            raise KaldiCompressError("--checkpoint-minutes must be > 0")
+        if not self.resume and os.path.exists(self.checkpoint):
+            raise KaldiCompressError(f"{self.checkpoint} exists (an unfinished run): continue "
+                                     "it with --resume, or delete it")
+        if self.resume and not os.path.isfile(self.checkpoint):
+            raise KaldiCompressError(f"{self.checkpoint}: no checkpoint to resume from")
+        self.train.check()
+
+
+def log(msg: str, bar: bool) -> None:
+    """A line on stderr that does not break a tqdm bar."""
+    if bar:
+        from tqdm import tqdm
+        tqdm.write(f"kaldi-compress: {msg}", file=sys.stderr)
+    else:
+        print(f"kaldi-compress: {msg}", file=sys.stderr)
+
+
+def check_dims(teacher: Nnet, student: Nnet) -> None:
+    """The student must read and write what the teacher does."""
+    t, s = teacher.node_dims(), student.node_dims()
+    for node, what in (("input", "input"), ("ivector", "i-vector"), ("output", "output")):
+        if t.get(node) != s.get(node):
+            raise KaldiCompressError(f"the student's {what} dimension ({s.get(node)}) differs "
+                                     f"from the teacher's ({t.get(node)})")
+
+
+def finetune(job: FinetuneJob) -> None:
+    """Run ``job``: targets from the teacher, train the student, write ``job.output``."""
+    from ..compute.forward import NnetForward
+    from ..compute.threads import prepare_torch
+    from .chunks import make_chunks, network_outputs
+    from .data import table_corpus, wav_corpus
+    from .train import Trainer
+
+    started = time.monotonic()
+    job.check()
+    prepare_torch(job.num_threads)
+    bar, ckpt, opts = job.progress, job.checkpoint, job.train
+    teacher = read_model(job.teacher).nnet
+    model = read_model(job.student)
+    check_dims(teacher, model.nnet)
+    if job.feats:
+        corpus = table_corpus(job.feats, job.online_ivectors, job.online_ivector_period)
+    else:
+        corpus = wav_corpus(job.model_dir, job.data, job.dither, progress=bar)
+    fsf = job.frame_subsampling_factor or corpus.frame_subsampling_factor or 1
+    shifts = tuple(range(fsf)) if job.frame_shifts else (0,)
+    chunks, computer = make_chunks(corpus, teacher, model.nnet, fsf, job.frames_per_chunk,
+                                   shifts)
+    chunks.targets = network_outputs(computer.forward, chunks, progress=bar)
+    del computer
+    log(f"{len(corpus.utterances)} utterances, {corpus.num_frames} frames -> {len(chunks)} "
+        f"chunks, {chunks.num_outputs} training outputs", bar)
+    trainer = Trainer(NnetForward(model.nnet), chunks, opts)
+    if job.resume:
+        trainer.load(ckpt)
+        log(f"resuming {ckpt} at step {trainer.step} of {trainer.total_steps}", bar)
+    else:
+        log(f"loss before training: {trainer.evaluate(chunks):.5g}", bar)
+
+    def on_epoch(t: Trainer, stats) -> None:
+        log(f"epoch {stats.epoch}/{opts.epochs}: loss {stats.loss:.5g}, lr {stats.lr:.3g}", bar)
+
+    try:
+        trainer.train(ckpt, progress=bar, started=started,
+                      checkpoint_minutes=job.checkpoint_minutes, on_epoch=on_epoch)
+    except KeyboardInterrupt:
+        if os.path.exists(ckpt):
+            log(f"checkpoint {ckpt} at step {trainer.step}; continue with --resume", False)
+        raise
+    trainer.student.write_back()
+    write_model(model, job.output, binary=job.binary)
+    log(f"wrote {job.output} after {trainer.step} steps, {trainer.elapsed / 60:.1f} min", bar)
+    if os.path.exists(ckpt):
+        os.unlink(ckpt)
