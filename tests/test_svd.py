@@ -185,11 +185,12 @@ def test_svd_cli_writes_model_and_report(ko_mdl, tmp_path):
     assert doc["params_after"] <= 0.6 * doc["params_before"] + 0.5
 
 
-def test_data_aware_beats_weights_only_on_calibration_audio(prepared, ko_model_dir, ko_wide_dev):
+def test_data_aware_beats_weights_only_on_calibration_audio(prepared, ko_model_dir,
+                                                           ko_wide_train):
     """Same ranks; data-aware (whitened, closed-loop) truncation keeps the outputs closer."""
     from kaldi_compress.compress.calibrate import load_calibration
     from kaldi_compress.compute.fidelity import compare_outputs
-    cal = load_calibration(ko_model_dir, [ko_wide_dev], max_utts=4)
+    cal = load_calibration(ko_model_dir, [ko_wide_train], max_utts=4)
     base = cal.run(prepared.nnet)
     results = {}
     for name, calibration in (("weights", None), ("data", cal)):
@@ -203,14 +204,31 @@ def test_data_aware_beats_weights_only_on_calibration_audio(prepared, ko_model_d
     assert results["data"].agreement > results["weights"].agreement
 
 
-def test_data_aware_cli_meets_budget(ko_mdl, ko_model_dir, ko_wide_dev, tmp_path):
+def test_data_aware_cli_meets_budget(ko_mdl, ko_model_dir, ko_wide_train, tmp_path):
     prepared, out = tmp_path / "p.mdl", tmp_path / "s.mdl"
     assert run_cli("copy", "--prepare-for-test", ko_mdl, prepared).returncode == 0
-    proc = run_cli("svd", "--param-ratio=0.8", f"--calibration-data={ko_wide_dev}",
+    proc = run_cli("svd", "--param-ratio=0.8", f"--calibration-data={ko_wide_train}",
                    f"--model-dir={ko_model_dir}", "--max-utts=3", prepared, out)
     assert proc.returncode == 0, proc.stderr
     model = read_model(str(out))
     assert model.nnet.num_parameters <= 0.8 * read_model(str(prepared)).nnet.num_parameters + 0.5
     assert "rel.err(out)" in proc.stderr
-    proc = run_cli("svd", "--param-ratio=0.8", f"--calibration-data={ko_wide_dev}", prepared, out)
+    proc = run_cli("svd", "--param-ratio=0.8", f"--calibration-data={ko_wide_train}", prepared,
+                   out)
     assert proc.returncode == 1 and "needs --model-dir" in proc.stderr
+
+
+def test_data_aware_leaves_a_branch_output_does_not_use(ko_mdl, ko_model_dir, ko_wide_train,
+                                                        tmp_path):
+    """Not prepared for test: the xent branch gets no calibration statistics, so it is
+    left byte for byte as it was (with a warning), and the budget is still met."""
+    out = tmp_path / "s.mdl"
+    proc = run_cli("svd", "--param-ratio=0.8", f"--calibration-data={ko_wide_train}",
+                   f"--model-dir={ko_model_dir}", "--max-utts=2", ko_mdl, out)
+    assert proc.returncode == 0, proc.stderr
+    assert "prefinal-xent.linear" in proc.stderr and "warning" in proc.stderr
+    before, after = read_model(str(ko_mdl)).nnet, read_model(str(out)).nnet
+    assert after.num_parameters <= 0.8 * before.num_parameters + 0.5
+    for name in ("prefinal-xent.linear", "prefinal-xent.affine", "prefinal-l"):
+        assert after.components[name].linear_params.tobytes() == \
+            before.components[name].linear_params.tobytes()

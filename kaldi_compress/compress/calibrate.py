@@ -173,6 +173,12 @@ class MomentAccumulator:
     def moments(self, key: str) -> Moments:
         return Moments(self.moment(key), self.mean(key))
 
+    def reached(self, unit: Unit) -> bool:
+        """Whether computing 'output' ran the unit (not so for the xent branch of a
+        model not prepared for test): only such units get statistics."""
+        outs = unit.consumers if unit.is_bottleneck else (unit.node,)
+        return unit.node in self.sums and all("<out>" + c in self.counts for c in outs)
+
     def unit_stats(self, nnet: Nnet, unit: Unit) -> UnitStats:
         if unit.is_bottleneck:
             d = np.concatenate([
@@ -197,7 +203,7 @@ def unit_statistics(nnet: Nnet, calibration: Calibration) -> dict[str, UnitStats
                             {u.node for u in units if u.kind is UnitKind.AFFINE}
                             | {c for u in units for c in u.consumers})
     calibration.run(nnet, acc)
-    return {u.node: acc.unit_stats(nnet, u) for u in units}
+    return {u.node: acc.unit_stats(nnet, u) for u in units if acc.reached(u)}
 
 
 class Recorder:

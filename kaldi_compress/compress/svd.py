@@ -8,6 +8,7 @@ would keep more than ``shrinkage_threshold`` of its parameters is left alone.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -64,6 +65,12 @@ def svd_compress(nnet: Nnet, opts: SvdOptions) -> list[LayerReport]:
         from .calibrate import closed_loop_stats, record_original, unit_statistics
         from .sensitivity import output_gains
         stats = unit_statistics(nnet, cal)
+        unreached = [u for u in units if u.kind is not UnitKind.TDNN and u.node not in stats]
+        if unreached:
+            warnings.warn(f"{', '.join(u.name for u in unreached)}: not computed for 'output' "
+                          "(a training-only branch such as xent?), left as they are; "
+                          "'kaldi-compress copy --prepare-for-test' removes them")
+            units = [u for u in units if u not in unreached]
         if opts.closed_loop:
             recorder = record_original(nnet, cal, [u for u in units if u.node in stats])
     shapes = {u.name: unit_shape(nnet, u) for u in units}
