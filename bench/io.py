@@ -8,27 +8,17 @@ the comparison leaves Python's start-up out; target: within 2x of Kaldi.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import tracemalloc
 from pathlib import Path
 
 from kaldi_compress import read_model, write_model
 from kaldi_compress.evaluate.vosk_decode import vosk_korean_model_dir
+from timing import median_time
 
 KALDI = {"binary copy": 0.058, "binary -> text copy": 0.85}
-
-
-def median_time(fn, repeats: int = 5) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:

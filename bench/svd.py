@@ -17,11 +17,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse   # noqa: E402
-import statistics   # noqa: E402
 import subprocess   # noqa: E402
 import sys   # noqa: E402
 import tempfile   # noqa: E402
-import time   # noqa: E402
 from pathlib import Path   # noqa: E402
 
 import numpy as np   # noqa: E402
@@ -32,17 +30,9 @@ from kaldi_compress.compress.svd import SvdOptions, svd_compress   # noqa: E402
 from kaldi_compress.evaluate.vosk_decode import vosk_korean_model_dir   # noqa: E402
 from kaldi_compress.nnet3 import parse_model   # noqa: E402
 from kaldi_compress.nnet3.edit import prepare_for_test   # noqa: E402
+from timing import median_time   # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def median(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def prepared(raw: bytes):
@@ -66,10 +56,10 @@ def main() -> None:
     raw = mdl.read_bytes()
     base = prepared(raw)
     mats = [unit_matrix(base.nnet, u).astype(np.float64) for u in find_units(base.nnet)]
-    t_lapack = median(lambda: [np.linalg.svd(w, full_matrices=False) for w in mats], args.repeats)
+    t_lapack = median_time(lambda: [np.linalg.svd(w, full_matrices=False) for w in mats], args.repeats)
     models = [prepared(raw) for _ in range(args.repeats)]
     it = iter(models)
-    t_ours = median(lambda: svd_compress(next(it).nnet, SvdOptions(param_ratio=0.5)), args.repeats)
+    t_ours = median_time(lambda: svd_compress(next(it).nnet, SvdOptions(param_ratio=0.5)), args.repeats)
     print(f"{'operation':<62}{'ours (s)':>10}{'reference (s)':>15}{'ratio':>8}")
     print(f"{'svd --param-ratio=0.5, all ' + str(len(mats)) + ' layers (in-process)':<62}"
           f"{t_ours:>10.3f}{t_lapack:>15.3f}{t_ours / t_lapack:>7.2f}x   (reference: bare gesdd)")
@@ -83,7 +73,7 @@ def main() -> None:
                 m = read_model(str(mdl))
                 apply_svd_kaldi(m.nnet, "*", **kw)
                 Path(f"{tmp}/out.mdl").write_bytes(m.to_bytes())
-            t = median(job, args.repeats)
+            t = median_time(job, args.repeats)
             print(f"{label:<62}{t:>10.3f}{kaldi:>15.3f}{t / kaldi:>7.2f}x   (reference: Kaldi)")
         for label, opts, kaldi in [
                 ("kaldi-compress svd --kaldi-compatible b=32 (process)",
@@ -92,7 +82,7 @@ def main() -> None:
                  ["--energy-threshold=0.9", "--shrinkage-threshold=0.8"], 0.090)]:
             cmd = [sys.executable, "-m", "kaldi_compress", "svd", "--kaldi-compatible", *opts,
                    str(mdl), f"{tmp}/out.mdl"]
-            t = median(lambda: subprocess.run(cmd, check=True, capture_output=True), args.repeats)
+            t = median_time(lambda: subprocess.run(cmd, check=True, capture_output=True), args.repeats)
             print(f"{label:<62}{t:>10.3f}{kaldi:>15.3f}{t / kaldi:>7.2f}x   (reference: Kaldi)")
         if args.decode:
             decode_speed(raw, Path(args.data), Path(tmp), extra)

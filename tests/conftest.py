@@ -38,6 +38,21 @@ def ko_mdl(ko_model_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ko_bytes(ko_mdl) -> bytes:
+    return ko_mdl.read_bytes()
+
+
+@pytest.fixture
+def prepared(ko_bytes):
+    """A fresh copy of the Korean model, prepared for test (no xent branch)."""
+    from kaldi_compress.nnet3 import parse_model
+    from kaldi_compress.nnet3.edit import prepare_for_test
+    model = parse_model(bytearray(ko_bytes), "final.mdl")
+    prepare_for_test(model.nnet)
+    return model
+
+
+@pytest.fixture(scope="session")
 def golden() -> Path:
     return shared_path("data", "kaldi_golden")
 

@@ -28,11 +28,6 @@ def parse_outcome(buf: bytes) -> str:
     return out
 
 
-@pytest.fixture(scope="module")
-def ko_bytes(ko_mdl) -> bytes:
-    return ko_mdl.read_bytes()
-
-
 def test_truncated_korean_model_always_fails_cleanly(ko_bytes):
     n = len(ko_bytes)
     rng = np.random.default_rng(0)

@@ -5,19 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kaldi_compress import read_model
 from kaldi_compress.compress.calibrate import load_calibration, unit_statistics
 from kaldi_compress.compress.rewrite import apply_rank, fit_unit
 from kaldi_compress.compress.sensitivity import output_gains, probe_rank
 from kaldi_compress.compress.units import find_units
-from kaldi_compress.nnet3.edit import prepare_for_test
-
-
-@pytest.fixture(scope="module")
-def prepared(ko_mdl):
-    model = read_model(str(ko_mdl))
-    prepare_for_test(model.nnet)
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -13,23 +13,7 @@ from kaldi_compress.compress.units import UnitKind, batchnorm_scale_offset, find
 from kaldi_compress.compress.svd import SvdOptions, svd_compress
 from kaldi_compress.nnet3 import parse_model
 from kaldi_compress.nnet3.edit import prepare_for_test
-
-
-@pytest.fixture(scope="module")
-def ko_bytes(ko_mdl):
-    return ko_mdl.read_bytes()
-
-
-@pytest.fixture
-def prepared(ko_bytes):
-    model = parse_model(bytearray(ko_bytes), "final.mdl")
-    prepare_for_test(model.nnet)
-    return model
-
-
-def reread(model):
-    """The model as Kaldi would see it: written to binary and parsed back."""
-    return parse_model(bytearray(model.to_bytes()), "written.mdl")
+from models import reread
 
 
 @pytest.mark.parametrize("tag,kwargs", [

@@ -18,7 +18,7 @@ from kaldi_compress.nnet3 import parse_model
 from kaldi_compress.nnet3.components import (PerElementOffsetComponent, PermuteComponent,
                                              RepeatedAffineComponent)
 from kaldi_compress.nnet3.descriptors import NodeRef
-from kaldi_compress.nnet3.edit import prepare_for_test
+from models import reread
 from kaldi_compress.nnet3.graph import Node
 
 
@@ -36,23 +36,6 @@ SHAPES = [TTShape((24, 32), (8, 8)), TTShape((8, 8, 12), (4, 4, 4)),
 
 def rel(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
-@pytest.fixture(scope="module")
-def ko_bytes(ko_mdl):
-    return ko_mdl.read_bytes()
-
-
-@pytest.fixture
-def prepared(ko_bytes):
-    model = parse_model(bytearray(ko_bytes), "final.mdl")
-    prepare_for_test(model.nnet)
-    return model
-
-
-def reread(model):
-    """The model as Kaldi would see it: written to binary and parsed back."""
-    return parse_model(bytearray(model.to_bytes()), "written.mdl")
 
 
 # ---------------------------------------------------------------------------

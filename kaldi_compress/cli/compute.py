@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import KaldiCompressError
 from ..nnet3 import read_model
+from .shared import add_num_threads
 
 
 def add_parser(sub, kaldi_bool) -> None:
@@ -37,8 +38,7 @@ def add_parser(sub, kaldi_bool) -> None:
                    help="apply exp() to the output")
     p.add_argument("--use-priors", type=kaldi_bool, default=False, metavar="BOOL",
                    help="subtract the log-priors stored in the .mdl")
-    p.add_argument("--num-threads", type=int, default=0, metavar="N",
-                   help="torch CPU threads (default: one per core)")
+    add_num_threads(p)
     p.add_argument("model", help="raw nnet or acoustic model (.raw or .mdl)")
     p.add_argument("features", help="feature rspecifier, e.g. ark:feats.ark or scp:feats.scp")
     p.add_argument("output", help="output wspecifier, e.g. ark:out.ark or ark,t:out.txt")

@@ -10,6 +10,7 @@ import json
 import math
 
 from ..nnet3 import read_model
+from .shared import add_front_end, add_num_threads
 
 
 def add_parser(sub, kaldi_bool) -> None:
@@ -17,19 +18,14 @@ def add_parser(sub, kaldi_bool) -> None:
                        description="Compare OTHER's outputs with BASE's on the wavs of a "
                        "data directory: output SNR (dB), best-pdf agreement (%) and KL "
                        "divergence of the softmaxed outputs (nats/frame).")
-    p.add_argument("--model-dir", required=True, metavar="DIR",
-                   help="Vosk-style model directory (conf/mfcc.conf, ivector/) for features")
+    add_front_end(p, required=True)
     p.add_argument("--data", required=True, metavar="DIR", help="directory of 16 kHz *.wav")
     p.add_argument("--frames-per-chunk", type=int, default=50, metavar="N")
     p.add_argument("--frame-subsampling-factor", type=int, default=0, metavar="N",
                    help="default: conf/model.conf's value, else 1")
-    p.add_argument("--dither", type=float, default=None, metavar="F",
-                   help="MFCC dither (default: conf/mfcc.conf's, else Kaldi's 1; 0 for "
-                   "deterministic features)")
     p.add_argument("--json", type=kaldi_bool, default=False, metavar="BOOL",
                    help="print one JSON object instead")
-    p.add_argument("--num-threads", type=int, default=0, metavar="N",
-                   help="torch CPU threads (default: one per core)")
+    add_num_threads(p)
     p.add_argument("base", help="reference model (.mdl or .raw)")
     p.add_argument("other", help="model to compare with it")
 

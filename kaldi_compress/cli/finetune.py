@@ -10,7 +10,7 @@ import sys
 
 from ..finetune.distill import FinetuneJob, default_train_options, finetune
 from ..finetune.options import LossOptions, TrainOptions
-from .shared import add_binary
+from .shared import add_binary, add_front_end, add_num_threads
 
 _T = default_train_options()
 
@@ -24,12 +24,9 @@ def add_parser(sub, kaldi_bool) -> None:
     p.add_argument("--teacher", required=True, metavar="MODEL",
                    help="the original model (.mdl or .raw) whose outputs are the targets")
     g = p.add_argument_group("data: wav directories")
-    g.add_argument("--model-dir", metavar="DIR",
-                   help="Vosk-style model directory (conf/mfcc.conf, ivector/) for features")
+    add_front_end(g)
     g.add_argument("--data", action="append", default=[], metavar="DIR",
                    help="directory of 16 kHz *.wav (repeat for more)")
-    g.add_argument("--dither", type=float, default=None, metavar="F",
-                   help="MFCC dither (default: conf/mfcc.conf's, else Kaldi's 1)")
     g = p.add_argument_group("data: Kaldi tables")
     g.add_argument("--feats", metavar="RSPEC",
                    help="feature rspecifier, e.g. scp:data/train/feats.scp")
@@ -68,8 +65,7 @@ def add_parser(sub, kaldi_bool) -> None:
                    help="continue from OUT.ckpt")
     g.add_argument("--checkpoint-minutes", type=float, default=5.0, metavar="M",
                    help="also write OUT.ckpt this often (besides every epoch and Ctrl-C)")
-    p.add_argument("--num-threads", type=int, default=0, metavar="N",
-                   help="torch CPU threads (default: one per core)")
+    add_num_threads(p)
     add_binary(p, kaldi_bool)
     p.add_argument("student", help="the compressed model to train (.mdl or .raw)")
     p.add_argument("output", help="where to write the trained student")

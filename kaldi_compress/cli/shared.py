@@ -20,6 +20,20 @@ def add_binary(p, kaldi_bool) -> None:
                    help="write binary (default true); --binary=false writes text")
 
 
+def add_num_threads(p) -> None:
+    p.add_argument("--num-threads", type=int, default=0, metavar="N",
+                   help="torch CPU threads (default: one per core)")
+
+
+def add_front_end(p, required: bool = False, what: str = "features") -> None:
+    """``--model-dir`` (a Vosk-style dir with conf/ and ivector/) and ``--dither``."""
+    p.add_argument("--model-dir", required=required, metavar="DIR",
+                   help=f"Vosk-style model directory (conf/mfcc.conf, ivector/) for {what}")
+    p.add_argument("--dither", type=float, default=None, metavar="F",
+                   help="MFCC dither (default: conf/mfcc.conf's, else Kaldi's 1; 0 for "
+                   "deterministic features)")
+
+
 def refuse_overwrite(args) -> None:
     """Never write over the input model."""
     if same_file(args.input, args.output):

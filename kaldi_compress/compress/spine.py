@@ -68,12 +68,17 @@ def select_units(nnet: Nnet, pattern: str) -> list[Unit]:
     """The units all of whose components match ``pattern``; an error if there are none."""
     units = [u for u in find_units(nnet) if all(match_glob(pattern, c) for c in u.components)]
     if not units:
-        matched = nnet.find_components(pattern)
-        if not matched:
-            raise KaldiCompressError(f"--components={pattern} matches no component")
-        raise KaldiCompressError(f"--components={pattern} matches {len(matched)} "
-                                 "components but none that can be factorized")
+        raise nothing_matched(nnet, pattern, "none that can be factorized")
     return units
+
+
+def nothing_matched(nnet: Nnet, pattern: str, why: str) -> KaldiCompressError:
+    """The error for a --components pattern that leaves a method nothing to do."""
+    matched = nnet.find_components(pattern)
+    if not matched:
+        return KaldiCompressError(f"--components={pattern} matches no component")
+    return KaldiCompressError(f"--components={pattern} matches {len(matched)} components "
+                              f"but {why}")
 
 
 def within_budget(nnet: Nnet, units: list[Unit], table: list[list[Option]],

@@ -32,7 +32,8 @@ from ..nnet3.components.base import match_glob
 from .budget import Option
 from .lowrank import spectrum
 from .rewrite import Fit, apply_rank, fit_unit
-from .spine import CompressOptions, LayerReport, progress, select_units, unit_shape, within_budget
+from .spine import (CompressOptions, LayerReport, nothing_matched, progress, select_units,
+                    unit_shape, within_budget)
 from .svd import svd_options
 from .tt import TTMatrix, TTShape, candidate_shapes, padded_rows, rank_grid, tt_svd_many
 from .tt_kaldi import TTLayer, chain_params_for, chain_steps, write_layer
@@ -145,11 +146,7 @@ def tt_layers(nnet: Nnet, pattern: str) -> list[str]:
              if match_glob(pattern, n.component) and isinstance(c, TT_TYPES)
              and c.is_updatable]
     if not nodes:
-        matched = nnet.find_components(pattern)
-        if not matched:
-            raise KaldiCompressError(f"--components={pattern} matches no component")
-        raise KaldiCompressError(f"--components={pattern} matches {len(matched)} components "
-                                 "but no trainable affine-like layer")
+        raise nothing_matched(nnet, pattern, "no trainable affine-like layer")
     return nodes
 
 

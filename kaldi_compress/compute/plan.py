@@ -4,12 +4,13 @@ A chunk supplies the 'input' node at a contiguous range of frames and the
 'ivector' node (if any) at t = 0 only, and asks for the 'output' node at
 t = 0, s, 2s, ...  As Kaldi's ComputationGraphBuilder does, a :class:`Plan`
 
-1. finds where each node is computable: an input frame exists, every required
+1. finds where each node is computable (:mod:`kaldi_compress.nnet3.computable`, the
+   same fixpoint as the network's context): an input frame exists, every required
    dependency is computable; ``IfDefined(x)`` is always computable and reads zeros
    where x is not; ``Failover(a, b)`` reads a where a is computable, else b;
 2. walks back from the requested outputs to the frames that are actually used;
-3. compiles every node's input descriptor into gathers of rows of other nodes
-   (row ``len(source)`` of a gather is a zero row);
+3. compiles every node's input descriptor (what it reads: ``Descriptor.reads``) into
+   gathers of rows of other nodes (row ``len(source)`` of a gather is a zero row);
 4. orders the work: whole nodes in dependency order, and recurrent groups of
    nodes (e.g. ``IfDefined(Offset(r, -3))``) block by block through time.
 
@@ -23,8 +24,8 @@ import numpy as np
 import torch
 
 from ..errors import GraphError, KaldiCompressError
-from ..nnet3.descriptors import (Append, Const, Descriptor, Failover, IfDefined, NodeRef,
-                                 Offset, ReplaceIndex, Round, Scale, Sum, Switch)
+from ..nnet3.computable import Availability, node_rule
+from ..nnet3.descriptors import Descriptor, Failover, IfDefined, Read, ReadPart
 from .layers import Layer, rows_of
 
 
@@ -111,43 +112,6 @@ class Plan:
         return plan
 
 
-# --- descriptor expansion -------------------------------------------------------------
-@dataclass
-class _TermSpec:
-    source: str
-    times: np.ndarray
-    present: np.ndarray
-    scale: float
-
-
-@dataclass
-class _PartSpec:
-    dim: int
-    terms: list[_TermSpec]
-    consts: list[tuple[float, np.ndarray]]
-
-
-def _merge(a: list[_PartSpec], b: list[_PartSpec], what: Descriptor) -> list[_PartSpec]:
-    """Index-wise union of two part lists with the same Append structure."""
-    if [p.dim for p in a] != [p.dim for p in b]:
-        raise GraphError(f"unsupported descriptor {what}: its arguments have different "
-                         "Append structures")
-    return [_PartSpec(x.dim, x.terms + y.terms, x.consts + y.consts) for x, y in zip(a, b)]
-
-
-def _reach(desc: Descriptor) -> int:
-    """A bound on |t_source - t| over the descriptor's node references (for
-    ReplaceIndex, on |t_source|: those lie near t = 0, inside every window)."""
-    own = 0
-    if isinstance(desc, Offset):
-        own = abs(desc.t)
-    elif isinstance(desc, Round):
-        own = desc.t_modulus
-    elif isinstance(desc, ReplaceIndex) and desc.variable == "t":
-        own = abs(desc.value)
-    return own + max([_reach(c) for c in desc.children()], default=0)
-
-
 class Graph:
     """The network as evaluated at test time: nodes in order, their layers and dims."""
 
@@ -162,7 +126,7 @@ class Graph:
         margin = modulus
         for n in nodes:
             if n.descriptor is not None:
-                margin += _reach(n.descriptor)
+                margin += n.descriptor.reach()
             if n.layer is not None:
                 margin += _layer_reach(n.layer)
         self.margin = margin
@@ -201,100 +165,36 @@ class PlanBuilder:
         hi = max(geometry.input_start + geometry.num_inputs, int(out_t[-1]) + 1) + graph.margin
         self.lo, self.n = lo, hi - lo
         self.window = np.arange(lo, hi, dtype=np.int64)
-        self.avail: dict[str, np.ndarray] = {}
+        self.available: Availability | None = None   # set by _computability
         self.needed: dict[str, np.ndarray] = {}
         self.times: dict[str, np.ndarray] = {}
-        self._inputs_memo: dict[tuple[str, bytes], tuple[np.ndarray, list[_PartSpec]]] = {}
+        self._inputs_memo: dict[tuple[str, bytes], tuple[np.ndarray, list[ReadPart]]] = {}
         self._buffered: set[str] = set()      # recurrent nodes, filled block by block
 
-    # --- lookups ---------------------------------------------------------------------
-    def available(self, name: str, t: np.ndarray) -> np.ndarray:
-        """Whether node ``name`` is computable at times t (false outside the window)."""
-        idx = t - self.lo
-        ok = (idx >= 0) & (idx < self.n)
-        out = np.zeros(t.shape, dtype=bool)
-        out[ok] = self.avail[name][idx[ok]]
-        return out
+    # --- 1. computability (:mod:`kaldi_compress.nnet3.computable`) ---------------------
+    def _computability(self) -> None:
+        g, geom = self.g, self.geom
+        avail = self.available = Availability([n.name for n in g.nodes], self.lo, self.n)
+        if "input" in avail.rows:
+            avail.provide("input", geom.input_start, geom.input_start + geom.num_inputs)
+        if geom.ivector and "ivector" in avail.rows:
+            avail.provide("ivector", 0, 1)
+        inner = [n for n in g.nodes if n.kind in ("component-node", "dim-range-node")]
+        rules = [(n.name, node_rule(n.kind, n.descriptor, n.layer.comp if n.layer else None,
+                                    n.source, avail)) for n in inner]
+        if not avail.settle(rules, 1 if g.in_order else len(inner) + self.n + 2) \
+                and not g.in_order:
+            raise GraphError("computability of the network did not converge")
 
     def _desc_avail(self, desc: Descriptor):
         return lambda t: desc.computable(t, self.available)
 
-    # --- 1. computability ----------------------------------------------------------------
-    def _computability(self) -> None:
-        g, geom = self.g, self.geom
-        for node in g.nodes:
-            self.avail[node.name] = np.zeros(self.n, dtype=bool)
-        if "input" in self.avail:
-            first = geom.input_start - self.lo
-            self.avail["input"][first:first + geom.num_inputs] = True
-        if geom.ivector and "ivector" in self.avail:
-            self.avail["ivector"][-self.lo] = True
-        inner = [n for n in g.nodes if n.kind in ("component-node", "dim-range-node")]
-        for _ in range(len(inner) + self.n + 2):
-            changed = False
-            for node in inner:
-                if node.kind == "dim-range-node":
-                    new = self.avail[node.source]
-                else:
-                    new = node.layer.computable(self.window, self._desc_avail(node.descriptor))
-                if not np.array_equal(new, self.avail[node.name]):
-                    self.avail[node.name] = new
-                    changed = True
-            if not changed or g.in_order:
-                return
-        raise GraphError("computability of the network did not converge")
-
     # --- 2. frames used ----------------------------------------------------------------------
-    def _expand(self, desc: Descriptor, t: np.ndarray, present: np.ndarray) -> list[_PartSpec]:
-        """The descriptor at times t as Append parts of (source, times) terms; a term
-        is absent (reads zero) where ``present`` is false."""
-        if isinstance(desc, NodeRef):
-            return [_PartSpec(self.g.dim(desc.name),
-                              [_TermSpec(desc.name, t, present, 1.0)], [])]
-        if isinstance(desc, Const):
-            return [_PartSpec(desc.const_dim, [], [(desc.value, present)])]
-        if isinstance(desc, Scale):
-            parts = self._expand(desc.src, t, present)
-            for p in parts:
-                for term in p.terms:
-                    term.scale *= desc.scale
-                p.consts = [(v * desc.scale, m) for v, m in p.consts]
-            return parts
-        if isinstance(desc, Offset):
-            if desc.x != 0:
-                raise KaldiCompressError(f"descriptor {desc}: x offsets are not supported")
-            return self._expand(desc.src, t + desc.t, present)
-        if isinstance(desc, Round):
-            return self._expand(desc.src, (t // desc.t_modulus) * desc.t_modulus, present)
-        if isinstance(desc, ReplaceIndex):
-            if desc.variable == "x":
-                if desc.value != 0:
-                    raise KaldiCompressError(f"descriptor {desc}: x indexes are not supported")
-                return self._expand(desc.src, t, present)
-            return self._expand(desc.src, np.full_like(t, desc.value), present)
-        if isinstance(desc, IfDefined):
-            return self._expand(desc.src, t, present & desc.src.computable(t, self.available))
-        if isinstance(desc, Failover):
-            first = desc.first.computable(t, self.available)
-            return _merge(self._expand(desc.first, t, present & first),
-                          self._expand(desc.second, t, present & ~first), desc)
-        if isinstance(desc, Switch):
-            which = t % len(desc.srcs)
-            parts = None
-            for i, src in enumerate(desc.srcs):
-                branch = self._expand(src, t, present & (which == i))
-                parts = branch if parts is None else _merge(parts, branch, desc)
-            return parts
-        if isinstance(desc, Sum):
-            parts = self._expand(desc.srcs[0], t, present)
-            for src in desc.srcs[1:]:
-                parts = _merge(parts, self._expand(src, t, present), desc)
-            return parts
-        if isinstance(desc, Append):
-            return [p for src in desc.srcs for p in self._expand(src, t, present)]
-        raise KaldiCompressError(f"unsupported descriptor {desc}")
+    def _expand(self, desc: Descriptor, t: np.ndarray, present: np.ndarray) -> list[ReadPart]:
+        """The descriptor at times t as Append parts of reads (:meth:`Descriptor.reads`)."""
+        return desc.reads(t, present, self.available, self.g.dim)
 
-    def _component_inputs(self, node: GraphNode, t: np.ndarray) -> tuple[np.ndarray, list[_PartSpec]]:
+    def _component_inputs(self, node: GraphNode, t: np.ndarray) -> tuple[np.ndarray, list[ReadPart]]:
         """The input times of a component node's output times t, and its descriptor
         expanded there (memoized: the caller must not modify the result)."""
         key = (node.name, t.tobytes())
@@ -305,7 +205,7 @@ class PlanBuilder:
             self._inputs_memo[key] = hit
         return hit
 
-    def _mark(self, parts: list[_PartSpec]) -> bool:
+    def _mark(self, parts: list[ReadPart]) -> bool:
         changed = False
         for p in parts:
             for term in p.terms:
@@ -349,7 +249,7 @@ class PlanBuilder:
                 self.times[name] = self.window[row]
 
     # --- 3. compilation ---------------------------------------------------------------------
-    def _term(self, spec: _TermSpec) -> Term:
+    def _term(self, spec: Read) -> Term:
         """A gather of rows of the source (a slice view where possible, except from
         buffers filled in place, whose views autograd would see change)."""
         src_times = self.times[spec.source]
@@ -363,7 +263,7 @@ class PlanBuilder:
         return Term(spec.source, torch.as_tensor(np.where(rows < 0, len(src_times), rows)),
                     spec.scale)
 
-    def _part(self, spec: _PartSpec, num_times: int) -> Part:
+    def _part(self, spec: ReadPart, num_times: int) -> Part:
         const = None
         if spec.consts:
             c = np.zeros((num_times, spec.dim), dtype=np.float32)
@@ -381,7 +281,7 @@ class PlanBuilder:
 
     def _dim_range_step(self, node: GraphNode, t: np.ndarray,
                         rows: torch.Tensor | None = None) -> Step:
-        term = self._term(_TermSpec(node.source, t, np.ones(t.shape, dtype=bool), 1.0))
+        term = self._term(Read(node.source, t, np.ones(t.shape, dtype=bool), 1.0))
         term.columns = node.columns
         return Step(node.name, [Part(node.dim, [term])], rows=rows)
 

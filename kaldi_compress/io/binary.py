@@ -16,7 +16,6 @@ import struct
 
 import numpy as np
 
-from ..errors import show_bytes
 from .stream import WHITESPACE as _WS, Reader, Writer
 
 MAX_TOKEN = 4096
@@ -52,13 +51,7 @@ class BinaryReader(Reader):
             end += 1
         if end == start or end >= len(buf) or buf[end] not in _WS:
             raise self.error(expected, at=start)
-        raw = bytes(buf[start:end])
-        try:
-            tok = raw.decode("ascii")
-        except UnicodeDecodeError:
-            raise self.error(expected, show_bytes(raw), at=start) from None
-        if not tok.isprintable():
-            raise self.error(expected, show_bytes(raw), at=start)
+        tok = self._as_token(bytes(buf[start:end]), expected, start)
         self.pos = end + 1
         return tok
 

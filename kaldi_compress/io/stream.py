@@ -34,6 +34,16 @@ class Reader:
     def read_token(self, expected: str = "a token") -> str:
         raise NotImplementedError
 
+    def _as_token(self, raw: bytes, expected: str, start: int) -> str:
+        """The word at byte ``start`` as a token: printable ASCII, else an error there."""
+        try:
+            tok = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise self.error(expected, show_bytes(raw), at=start) from None
+        if not tok.isprintable():
+            raise self.error(expected, show_bytes(raw), at=start)
+        return tok
+
     def peek_token(self) -> str:
         pos = self.pos
         try:

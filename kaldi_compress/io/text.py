@@ -39,12 +39,7 @@ class TextReader(Reader):
 
     def read_token(self, expected: str = "a token") -> str:
         raw, start = self._word(expected)
-        try:
-            tok = raw.decode("ascii")
-        except UnicodeDecodeError:
-            raise self.error(expected, show_bytes(raw), at=start) from None
-        if not tok.isprintable():
-            raise self.error(expected, show_bytes(raw), at=start)
+        tok = self._as_token(raw, expected, start)
         if self.pos < len(self.buf):
             self.pos += 1  # the single whitespace character after the token
         return tok

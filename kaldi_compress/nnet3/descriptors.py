@@ -7,8 +7,10 @@ separators::
        | Offset(D, t[, x]) | Switch(D, ...) | Round(D, m) | ReplaceIndex(D, t|x, v)
        | Scale(s, D) | Const(value, dim)
 
-Each node evaluates, for an array of output times t, which inputs it needs
-(``computable``), its dimension, and its time modulus.
+Everything a descriptor means in time lives here: for an array of times t, where
+it is computable (``computable``), which rows of which nodes it reads with what
+scale, and which constants (``reads``, as Append parts), how far in time it can
+reach (``reach``), its dimension and its time modulus.
 """
 from __future__ import annotations
 
@@ -33,6 +35,32 @@ def is_valid_name(name: str) -> bool:
 def format_float(x: float) -> str:
     """Kaldi's default stream precision (6 significant digits, %g)."""
     return "%g" % x
+
+
+@dataclass
+class Read:
+    """Rows of node ``source`` at ``times``, times ``scale``; zero where not ``present``."""
+    source: str
+    times: np.ndarray
+    present: np.ndarray
+    scale: float
+
+
+@dataclass
+class ReadPart:
+    """One Append part of a descriptor's value: the sum of its reads and constants
+    (``(value, present)`` pairs)."""
+    dim: int
+    terms: list[Read]
+    consts: list[tuple[float, np.ndarray]]
+
+
+def merge_parts(a: list[ReadPart], b: list[ReadPart], what: "Descriptor") -> list[ReadPart]:
+    """Index-wise union of two part lists with the same Append structure."""
+    if [p.dim for p in a] != [p.dim for p in b]:
+        raise GraphError(f"unsupported descriptor {what}: its arguments have different "
+                         "Append structures")
+    return [ReadPart(x.dim, x.terms + y.terms, x.consts + y.consts) for x, y in zip(a, b)]
 
 
 class Descriptor:
@@ -64,6 +92,17 @@ class Descriptor:
     def computable(self, t: np.ndarray, avail: Avail) -> np.ndarray:
         raise NotImplementedError
 
+    def reads(self, t: np.ndarray, present: np.ndarray, avail: Avail,
+              node_dim: Callable[[str], int]) -> list[ReadPart]:
+        """The value at times t as Append parts of reads; a read is absent (zero) where
+        ``present`` is false (``avail`` says where nodes are computable)."""
+        raise GraphError(f"unsupported descriptor {self}")
+
+    def reach(self) -> int:
+        """A bound on |t_source - t| over the node references (for ReplaceIndex, on
+        |t_source|: those lie near t = 0)."""
+        return max([c.reach() for c in self.children()], default=0)
+
     def map(self, fn: Callable[["Descriptor"], "Descriptor"]) -> "Descriptor":
         """Rebuild bottom-up, applying ``fn`` to every node."""
         return fn(self)
@@ -81,6 +120,9 @@ class NodeRef(Descriptor):
 
     def computable(self, t, avail):
         return avail(self.name, t)
+
+    def reads(self, t, present, avail, node_dim):
+        return [ReadPart(node_dim(self.name), [Read(self.name, t, present, 1.0)], [])]
 
     def __str__(self) -> str:
         return self.name
@@ -100,6 +142,14 @@ class Offset(Descriptor):
 
     def map(self, fn):
         return fn(Offset(self.src.map(fn), self.t, self.x))
+
+    def reads(self, t, present, avail, node_dim):
+        if self.x != 0:
+            raise GraphError(f"descriptor {self}: x offsets are not supported")
+        return self.src.reads(t + self.t, present, avail, node_dim)
+
+    def reach(self) -> int:
+        return abs(self.t) + self.src.reach()
 
     def __str__(self) -> str:
         return f"Offset({self.src}, {self.t}" + (f", {self.x})" if self.x else ")")
@@ -122,6 +172,12 @@ class Round(Descriptor):
     def map(self, fn):
         return fn(Round(self.src.map(fn), self.t_modulus))
 
+    def reads(self, t, present, avail, node_dim):
+        return self.src.reads((t // self.t_modulus) * self.t_modulus, present, avail, node_dim)
+
+    def reach(self) -> int:
+        return self.t_modulus + self.src.reach()
+
     def __str__(self) -> str:
         return f"Round({self.src}, {self.t_modulus})"
 
@@ -142,6 +198,16 @@ class ReplaceIndex(Descriptor):
 
     def map(self, fn):
         return fn(ReplaceIndex(self.src.map(fn), self.variable, self.value))
+
+    def reads(self, t, present, avail, node_dim):
+        if self.variable == "x":
+            if self.value != 0:
+                raise GraphError(f"descriptor {self}: x indexes are not supported")
+            return self.src.reads(t, present, avail, node_dim)
+        return self.src.reads(np.full_like(t, self.value), present, avail, node_dim)
+
+    def reach(self) -> int:
+        return (abs(self.value) if self.variable == "t" else 0) + self.src.reach()
 
     def __str__(self) -> str:
         return f"ReplaceIndex({self.src}, {self.variable}, {self.value})"
@@ -169,6 +235,14 @@ class Switch(Descriptor):
     def map(self, fn):
         return fn(Switch(tuple(s.map(fn) for s in self.srcs)))
 
+    def reads(self, t, present, avail, node_dim):
+        which = t % len(self.srcs)
+        parts = None
+        for i, src in enumerate(self.srcs):
+            branch = src.reads(t, present & (which == i), avail, node_dim)
+            parts = branch if parts is None else merge_parts(parts, branch, self)
+        return parts
+
     def __str__(self) -> str:
         return "Switch(" + ", ".join(map(str, self.srcs)) + ")"
 
@@ -187,6 +261,14 @@ class Scale(Descriptor):
     def map(self, fn):
         return fn(Scale(self.scale, self.src.map(fn)))
 
+    def reads(self, t, present, avail, node_dim):
+        parts = self.src.reads(t, present, avail, node_dim)
+        for p in parts:
+            for term in p.terms:
+                term.scale *= self.scale
+            p.consts = [(v * self.scale, m) for v, m in p.consts]
+        return parts
+
     def __str__(self) -> str:
         return f"Scale({format_float(self.scale)}, {self.src})"
 
@@ -201,6 +283,9 @@ class Const(Descriptor):
 
     def computable(self, t, avail):
         return np.ones(t.shape, dtype=bool)
+
+    def reads(self, t, present, avail, node_dim):
+        return [ReadPart(self.const_dim, [], [(self.value, present)])]
 
     def __str__(self) -> str:
         return f"Const({format_float(self.value)}, {self.const_dim})"
@@ -219,6 +304,9 @@ class IfDefined(Descriptor):
     def map(self, fn):
         return fn(IfDefined(self.src.map(fn)))
 
+    def reads(self, t, present, avail, node_dim):
+        return self.src.reads(t, present & self.src.computable(t, avail), avail, node_dim)
+
     def __str__(self) -> str:
         return f"IfDefined({self.src})"
 
@@ -236,6 +324,11 @@ class Failover(Descriptor):
 
     def map(self, fn):
         return fn(Failover(self.first.map(fn), self.second.map(fn)))
+
+    def reads(self, t, present, avail, node_dim):
+        first = self.first.computable(t, avail)
+        return merge_parts(self.first.reads(t, present & first, avail, node_dim),
+                           self.second.reads(t, present & ~first, avail, node_dim), self)
 
     def __str__(self) -> str:
         return f"Failover({self.first}, {self.second})"
@@ -256,6 +349,12 @@ class Sum(Descriptor):
 
     def map(self, fn):
         return fn(Sum(tuple(s.map(fn) for s in self.srcs)))
+
+    def reads(self, t, present, avail, node_dim):
+        parts = self.srcs[0].reads(t, present, avail, node_dim)
+        for src in self.srcs[1:]:
+            parts = merge_parts(parts, src.reads(t, present, avail, node_dim), self)
+        return parts
 
     def __str__(self) -> str:
         return "Sum(" + ", ".join(map(str, self.srcs)) + ")"
@@ -280,6 +379,9 @@ class Append(Descriptor):
 
     def map(self, fn):
         return fn(Append(tuple(s.map(fn) for s in self.srcs)))
+
+    def reads(self, t, present, avail, node_dim):
+        return [p for src in self.srcs for p in src.reads(t, present, avail, node_dim)]
 
     def __str__(self) -> str:
         return "Append(" + ", ".join(map(str, self.srcs)) + ")"

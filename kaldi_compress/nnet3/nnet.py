@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import GraphError, KaldiFormatError
 from .components import Component, read_component
 from .components.base import match_glob
+from .computable import Availability, node_rule
 from .graph import Node
 
 MAX_COMPONENTS = 100000
@@ -239,37 +240,16 @@ class Nnet:
                            ordered: bool) -> tuple[int, int] | None:
         pad = window + modulus
         lo, hi = start - pad, start + window + pad
-        times = np.arange(lo, hi)
-        avail = {n.name: np.zeros(hi - lo, dtype=bool) for n in self.nodes}
-        avail["input"][(times >= start) & (times < start + window)] = True
-        if "ivector" in avail and self.node("ivector").kind == "input-node":
-            avail["ivector"][(times >= start - modulus) & (times < start + window)] = True
-
-        def lookup(name: str, t: np.ndarray) -> np.ndarray:
-            idx = t - lo
-            ok = (idx >= 0) & (idx < hi - lo)
-            out = np.zeros(t.shape, dtype=bool)
-            out[ok] = avail[name][idx[ok]]
-            return out
-
+        avail = Availability([n.name for n in self.nodes], lo, hi - lo)
+        avail.provide("input", start, start + window)
+        if "ivector" in avail.rows and self.node("ivector").kind == "input-node":
+            avail.provide("ivector", start - modulus, start + window)
         computed = [n for n in self.nodes if n.kind != "input-node"]
-        for _ in range(1 if ordered else len(computed) + window + 2):
-            changed = False
-            for n in computed:
-                if n.kind == "component-node":
-                    desc = n.descriptor
-                    new = self.components[n.component].computable(
-                        times, lambda t, d=desc: d.computable(t, lookup))
-                elif n.kind == "dim-range-node":
-                    new = lookup(n.input_node, times)
-                else:
-                    new = n.descriptor.computable(times, lookup)
-                if not np.array_equal(new, avail[n.name]):
-                    avail[n.name] = new
-                    changed = True
-            if not changed:
-                break
-        ok = avail["output"][start - lo:start - lo + window]
+        rules = [(n.name, node_rule(n.kind, n.descriptor,
+                                    self.components[n.component] if n.component else None,
+                                    n.input_node, avail)) for n in computed]
+        avail.settle(rules, 1 if ordered else len(computed) + window + 2)
+        ok = avail.rows["output"][start - lo:start - lo + window]
         if not ok.any():
             return None
         first_ok = int(np.argmax(ok))

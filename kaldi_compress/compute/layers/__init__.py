@@ -4,8 +4,9 @@ A layer maps a batch of chunks ``x`` of shape (B, T_in, input_dim), holding the
 component's input at T_in times, to (B, T_out, output_dim).  Most components map
 frame t to frame t (T_in = T_out, same times).  Components that read other frames
 (Tdnn, TimeHeightConvolution, statistics extraction and pooling) also say which
-input times an output time needs (:meth:`Layer.computable`,
-:meth:`Layer.input_times`) and receive a precomputed row index from the plan
+input times an output time reads (:meth:`Layer.input_times`; where it is computable
+is the component's own ``computable``, see :mod:`kaldi_compress.nnet3.computable`)
+and receive a precomputed row index from the plan
 (:meth:`Layer.index`), in which row T_in stands for a zero row (an absent input).
 
 Parameters are torch tensors copied from the component's arrays (float32);

@@ -48,12 +48,6 @@ class Tdnn(Layer):
     def fixed_window(self) -> bool:
         return True
 
-    def computable(self, t, avail):
-        ok = np.ones(t.shape, dtype=bool)
-        for off in self.offsets:
-            ok &= avail(t + off)
-        return ok
-
     def input_times(self, t, avail):
         return np.unique(t[:, None] + self.offsets[None, :])
 

@@ -116,9 +116,6 @@ class Layer(torch.nn.Module):
         required (its value then does not depend on which other frames a chunk has)."""
         return self.time_simple
 
-    def computable(self, t: np.ndarray, avail: Avail) -> np.ndarray:
-        return avail(t)
-
     def input_times(self, t: np.ndarray, avail: Avail) -> np.ndarray:
         """The input times used by the (computable) output times ``t``."""
         return t

@@ -22,7 +22,6 @@ class TimeHeightConvolution(Layer):
         self.h_in, self.h_out = m["<HeightIn>"], m["<HeightOut>"]
         offsets = np.asarray(m["<Offsets>"], dtype=np.int64).reshape(-1, 2)
         self.times = np.unique(offsets[:, 0])
-        self.required = np.unique(np.asarray(m["<RequiredTimeOffsets>"], dtype=np.int64))
         heights = np.arange(self.h_out)[None, :] * m["<HeightSubsampleOut>"] + offsets[:, 1:2]
         heights = np.where((heights >= 0) & (heights < self.h_in), heights, self.h_in)
         self.register_buffer("height_index", torch.as_tensor(heights, dtype=torch.long))
@@ -34,12 +33,6 @@ class TimeHeightConvolution(Layer):
     @property
     def time_simple(self) -> bool:
         return False
-
-    def computable(self, t, avail):
-        ok = np.ones(t.shape, dtype=bool)
-        for off in self.required:
-            ok &= avail(t + off)
-        return ok
 
     def input_times(self, t, avail):
         want = (t[:, None] + self.times[None, :]).ravel()
@@ -78,9 +71,6 @@ class StatisticsExtraction(Layer):
         start = (t // self.period_out) * self.period_out
         return start[:, None] + np.arange(0, self.period_out, self.period_in)[None, :]
 
-    def computable(self, t, avail):
-        return avail(self._block(t).ravel()).reshape(len(t), -1).any(1)
-
     def input_times(self, t, avail):
         want = self._block(t).ravel()
         return np.unique(want[avail(want)])
@@ -117,10 +107,6 @@ class StatisticsPooling(Layer):
 
     def _window(self, t: np.ndarray) -> np.ndarray:
         return t[:, None] + np.arange(-self.left, self.right + 1, self.period)[None, :]
-
-    def computable(self, t, avail):
-        ok = avail(self._window(t).ravel()).reshape(len(t), -1).any(1)
-        return ok & (t % self.period == 0)
 
     def input_times(self, t, avail):
         want = self._window(t).ravel()

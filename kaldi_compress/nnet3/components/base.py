@@ -45,26 +45,22 @@ UPDATABLE_COMMON = (opt("<LearningRateFactor>", F32), opt("<IsGradient>", BOOL),
                     Field("<LearningRate>", F32))
 
 
+# kinds read and written by one reader/writer method each: read_<name> / write_<name>
+_PLAIN = {INT: "int", BOOL: "bool", VEC: "vector", MAT: "matrix", IVEC: "int_vector",
+          IPVEC: "int_pair_vector"}
+
+
 def read_value(r, kind: str, what: str):
     """Read one field value of ``kind`` (text floats take the kind's width)."""
-    if kind == INT:
-        return r.read_int(what)
+    plain = _PLAIN.get(kind)
+    if plain is not None:
+        return getattr(r, "read_" + plain)(what)
     if kind == F32:
         v = r.read_float(what)
         return v if r.binary else np.float32(v)
     if kind == F64:
         v = r.read_float(what)
         return v if r.binary else np.float64(float(v))
-    if kind == BOOL:
-        return r.read_bool(what)
-    if kind == VEC:
-        return r.read_vector(what)
-    if kind == MAT:
-        return r.read_matrix(what)
-    if kind == IVEC:
-        return r.read_int_vector(what)
-    if kind == IPVEC:
-        return r.read_int_pair_vector(what)
     if kind == FLAG:
         return True
     if kind == INT2:
@@ -75,22 +71,11 @@ def read_value(r, kind: str, what: str):
 
 
 def write_value(w, kind: str, value) -> None:
-    if kind == INT:
-        w.write_int(value)
+    plain = _PLAIN.get(kind)
+    if plain is not None:
+        getattr(w, "write_" + plain)(value)
     elif kind in (F32, F64):
         w.write_float(value)
-    elif kind == BOOL:
-        w.write_bool(value)
-    elif kind == VEC:
-        w.write_vector(value)
-    elif kind == MAT:
-        w.write_matrix(value)
-    elif kind == IVEC:
-        w.write_int_vector(value)
-    elif kind == IPVEC:
-        w.write_int_pair_vector(value)
-    elif kind == FLAG:
-        pass
     elif kind == INT2:
         w.write_int(value[0])
         w.write_int(value[1])
@@ -99,7 +84,7 @@ def write_value(w, kind: str, value) -> None:
         w.write_float(value[1])
     elif kind == MODEL:
         value.write(w)
-    else:
+    elif kind != FLAG:
         raise AssertionError(kind)
 
 
