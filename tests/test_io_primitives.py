@@ -111,3 +111,38 @@ def test_text_matrix_ragged_rows_rejected():
     r = TextReader(bytearray(b" [\n  1 2 \n  3 ]\n"), "mem")
     with pytest.raises(KaldiFormatError, match="2 values in every row"):
         r.read_matrix()
+
+
+def test_read_input_reads_pipes_to_the_end_with_a_bound(tmp_path):
+    """A pipe (as <(...) or a FIFO gives) has no size: read to EOF, never past the bound."""
+    import os
+    import threading
+
+    from kaldi_compress.errors import KaldiCompressError
+    from kaldi_compress.io.files import read_input
+    from kaldi_compress.io.tables import read_transcripts
+
+    data = bytes(range(256)) * 5000          # > one 1 MiB chunk
+    for payload, bound, ok in ((data, 1 << 30, True), (data, 1000, False),
+                               ("u1 가나\nu2 x\n".encode(), 1 << 30, True)):
+        r, w = os.pipe()
+
+        def feed(w=w, payload=payload):
+            try:
+                os.write(w, payload)
+            except BrokenPipeError:      # the reader stopped at the bound
+                pass
+            os.close(w)
+        writer = threading.Thread(target=feed)
+        writer.start()
+        try:
+            if ok and payload is data:
+                assert read_input(f"/dev/fd/{r}", bound) == data
+            elif ok:
+                assert read_transcripts(f"/dev/fd/{r}") == {"u1": "가나", "u2": "x"}
+            else:
+                with pytest.raises(KaldiCompressError, match="more than the 1000 bytes"):
+                    read_input(f"/dev/fd/{r}", bound)
+        finally:
+            os.close(r)
+            writer.join()

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import KaldiCompressError
 from ..nnet3 import read_model
-from .shared import add_num_threads
+from .shared import add_chunking, add_num_threads
 
 
 def add_parser(sub, kaldi_bool) -> None:
@@ -23,11 +23,7 @@ def add_parser(sub, kaldi_bool) -> None:
                    help="i-vectors estimated online, as matrices (needs --online-ivector-period)")
     p.add_argument("--online-ivector-period", type=int, default=0, metavar="N",
                    help="frames between rows of the --online-ivectors matrices")
-    p.add_argument("--frame-subsampling-factor", type=int, default=1, metavar="N",
-                   help="output every N-th frame (3 for chain models)")
-    p.add_argument("--frames-per-chunk", type=int, default=50, metavar="N",
-                   help="input frames per chunk (raised to a multiple of the subsampling "
-                   "factor and the network's modulus)")
+    add_chunking(p, 50, from_model_dir=False)
     p.add_argument("--extra-left-context", type=int, default=0, metavar="N")
     p.add_argument("--extra-right-context", type=int, default=0, metavar="N")
     p.add_argument("--extra-left-context-initial", type=int, default=-1, metavar="N",

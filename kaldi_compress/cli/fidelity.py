@@ -10,7 +10,7 @@ import json
 import math
 
 from ..nnet3 import read_model
-from .shared import add_front_end, add_num_threads
+from .shared import add_chunking, add_front_end, add_num_threads
 
 
 def add_parser(sub, kaldi_bool) -> None:
@@ -20,9 +20,7 @@ def add_parser(sub, kaldi_bool) -> None:
                        "divergence of the softmaxed outputs (nats/frame).")
     add_front_end(p, required=True)
     p.add_argument("--data", required=True, metavar="DIR", help="directory of 16 kHz *.wav")
-    p.add_argument("--frames-per-chunk", type=int, default=50, metavar="N")
-    p.add_argument("--frame-subsampling-factor", type=int, default=0, metavar="N",
-                   help="default: conf/model.conf's value, else 1")
+    add_chunking(p, 50, from_model_dir=True)
     p.add_argument("--json", type=kaldi_bool, default=False, metavar="BOOL",
                    help="print one JSON object instead")
     add_num_threads(p)

@@ -10,7 +10,7 @@ import sys
 
 from ..finetune.distill import FinetuneJob, default_train_options, finetune
 from ..finetune.options import LossOptions, TrainOptions
-from .shared import add_binary, add_front_end, add_num_threads
+from .shared import add_binary, add_chunking, add_front_end, add_num_threads
 
 _T = default_train_options()
 
@@ -34,10 +34,7 @@ def add_parser(sub, kaldi_bool) -> None:
                    help="online i-vectors as matrices (needs --online-ivector-period)")
     g.add_argument("--online-ivector-period", type=int, default=0, metavar="N")
     g = p.add_argument_group("chunks")
-    g.add_argument("--frame-subsampling-factor", type=int, default=0, metavar="N",
-                   help="default: conf/model.conf's value with --model-dir, else 1")
-    g.add_argument("--frames-per-chunk", type=int, default=51, metavar="N",
-                   help="input frames per chunk, as in decoding (default 51)")
+    add_chunking(g, 51, from_model_dir=True)
     g.add_argument("--frame-shifts", type=kaldi_bool, default=True, metavar="BOOL",
                    help="also train on the frames between the subsampled outputs "
                    "(outputs shifted by 1 .. N-1 frames; default true)")

@@ -34,6 +34,18 @@ def add_front_end(p, required: bool = False, what: str = "features") -> None:
                    "deterministic features)")
 
 
+def add_chunking(p, frames_per_chunk: int, from_model_dir: bool) -> None:
+    """nnet3-compute's chunk options: ``--frame-subsampling-factor`` (default 1, or with
+    ``from_model_dir`` conf/model.conf's value) and ``--frames-per-chunk``."""
+    p.add_argument("--frame-subsampling-factor", type=int, default=0 if from_model_dir else 1,
+                   metavar="N", help="output every N-th frame (3 for chain models); default "
+                   + ("conf/model.conf's value with --model-dir, else 1" if from_model_dir
+                      else "1"))
+    p.add_argument("--frames-per-chunk", type=int, default=frames_per_chunk, metavar="N",
+                   help=f"input frames per chunk (default {frames_per_chunk}; raised to a "
+                   "multiple of the subsampling factor and the network's modulus)")
+
+
 def refuse_overwrite(args) -> None:
     """Never write over the input model."""
     if same_file(args.input, args.output):

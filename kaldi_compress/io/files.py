@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from typing import Iterable
@@ -9,20 +10,41 @@ from typing import Iterable
 from ..errors import KaldiCompressError
 
 
-def read_input(path: str) -> bytearray:
-    """The whole file (or stdin for ``-``) as one writable buffer."""
-    if path == "-":
-        return bytearray(sys.stdin.buffer.read())
+MAX_INPUT = 1 << 33   # 8 GiB: more than any model or table file this tool reads
+
+
+def read_input(path: str, max_bytes: int = MAX_INPUT) -> bytearray:
+    """The whole file (or stdin for ``-``) as one writable buffer.  A regular file is
+    read at its size in one go; a pipe, FIFO or ``<(...)`` to its end, at most
+    ``max_bytes``."""
     try:
+        if path == "-":
+            return _read_stream(sys.stdin.buffer, "<stdin>", max_bytes)
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            buf = bytearray(size)
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return _read_stream(f, path, max_bytes)
+            if st.st_size > max_bytes:
+                raise KaldiCompressError(f"{path}: {st.st_size} bytes, more than the "
+                                         f"{max_bytes} this reads")
+            buf = bytearray(st.st_size)
             got = f.readinto(buf)
-            if got != size:
-                raise KaldiCompressError(f"{path}: short read ({got} of {size} bytes)")
+            if got != st.st_size:
+                raise KaldiCompressError(f"{path}: short read ({got} of {st.st_size} bytes)")
             return buf
     except OSError as e:
         raise KaldiCompressError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _read_stream(f, name: str, max_bytes: int) -> bytearray:
+    buf = bytearray()
+    while True:
+        chunk = f.read(1 << 20)
+        if not chunk:
+            return buf
+        buf += chunk
+        if len(buf) > max_bytes:
+            raise KaldiCompressError(f"{name}: more than the {max_bytes} bytes this reads")
 
 
 def display_name(path: str) -> str:

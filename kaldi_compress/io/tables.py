@@ -17,6 +17,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from ..errors import KaldiCompressError
+from .files import read_input
 from .text import TextWriter
 
 
@@ -132,14 +133,7 @@ def read_transcripts(path: str) -> dict[str, str]:
 
     Blank lines are skipped; a repeated utterance id is an error.
     """
-    try:
-        if path == "-":
-            lines = sys.stdin.buffer.read().splitlines()
-        else:
-            with open(path, "rb") as f:
-                lines = f.read().splitlines()
-    except OSError as e:
-        raise KaldiCompressError(f"{path}: cannot read: {e.strerror}") from None
+    lines = read_input(path).splitlines()
     out: dict[str, str] = {}
     for n, raw in enumerate(lines, 1):
         try:
