@@ -44,7 +44,7 @@ SYNTH_SENTENCES = [
 @dataclass
 class System:
     name: str
-    method: str          # prepared | kaldi-svd | svd | tt | finetune
+    method: str          # prepared | kaldi-svd | svd | prune | tt | finetune
     options: dict
 
 
@@ -57,6 +57,7 @@ def default_systems(quick: bool) -> list[System]:
                   {"energy_threshold": 0.9, "shrinkage_threshold": 0.8}),
            System("svd-weights-0.75", "svd", {"param_ratio": 0.75, "data": False})]
     out += [System(f"svd-{r}", "svd", {"param_ratio": r, "data": True}) for r in ratios]
+    out += [System(f"prune-{r}", "prune", {"param_ratio": r}) for r in (0.9, 0.8)]
     tune = {"max_minutes": 25 if not quick else 5}
     out += [System("svd-0.5-finetuned", "finetune", {"student": "svd-0.5", **tune}),
             System("tt-0.75", "tt", {"param_ratio": 0.75, "allow_svd": True}),
@@ -160,6 +161,13 @@ def build(system: System, args, models: Path, calibration_dirs: list[Path]) -> d
                 if system.options["data"] else None
             svd_compress(model.nnet, SvdOptions(param_ratio=system.options["param_ratio"],
                                                 calibration=cal, progress=True))
+        elif system.method == "prune":
+            from kaldi_compress.compress.calibrate import load_calibration
+            from kaldi_compress.compress.prune import PruneOptions, prune_compress
+            cal = load_calibration(vosk_korean_model_dir(), calibration_dirs,
+                                   max_utts=args.calibration_utts)
+            prune_compress(model.nnet, PruneOptions(param_ratio=system.options["param_ratio"],
+                                                    calibration=cal, progress=True))
         elif system.method == "tt":
             from kaldi_compress.compress.tt_compress import TtOptions, tt_compress
             reports = tt_compress(model.nnet, TtOptions(

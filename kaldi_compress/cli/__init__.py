@@ -9,9 +9,9 @@ import sys
 import warnings
 
 from ..errors import KaldiCompressError
-from . import compare, compute, copy, fidelity, finetune, info, svd, tt, wer
+from . import compare, compute, copy, fidelity, finetune, info, prune, svd, tt, wer
 
-COMMANDS = {"info": info, "copy": copy, "svd": svd, "tt": tt, "compute": compute,
+COMMANDS = {"info": info, "copy": copy, "svd": svd, "tt": tt, "prune": prune, "compute": compute,
             "fidelity": fidelity, "finetune": finetune, "wer": wer, "compare": compare}
 
 

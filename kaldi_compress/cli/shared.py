@@ -52,16 +52,18 @@ def refuse_overwrite(args) -> None:
         raise KaldiCompressError(f"{args.output}: refusing to overwrite the input")
 
 
-def add_compress_options(p, kaldi_bool, shrinkage_help: str) -> None:
-    """What every compression method takes (:class:`..compress.spine.CompressOptions`),
-    the output's format and the ``--report`` file; then IN and OUT."""
+def add_compress_options(p, kaldi_bool, shrinkage_help: str | None = None) -> None:
+    """What every compression method takes (:class:`..compress.spine.CompressOptions`;
+    ``--shrinkage-threshold`` only for methods with per-layer rules that use it), the
+    output's format and the ``--report`` file; then IN and OUT."""
     p.add_argument("--components", default="*", metavar="GLOB",
                    help="component-name pattern (* wildcard); default *")
     p.add_argument("--param-ratio", type=float, metavar="R",
                    help="global budget: R times the input's parameter count (as info reports)")
     p.add_argument("--target-params", type=int, metavar="N", help="global budget in parameters")
-    p.add_argument("--shrinkage-threshold", type=float, default=1.0, metavar="S",
-                   help=shrinkage_help)
+    if shrinkage_help:
+        p.add_argument("--shrinkage-threshold", type=float, default=1.0, metavar="S",
+                       help=shrinkage_help)
     add_binary(p, kaldi_bool)
     p.add_argument("--report", metavar="FILE", help="also write the per-layer table as JSON")
     add_model_io(p)
@@ -71,7 +73,8 @@ def common_options(args) -> dict:
     """The :class:`..compress.spine.CompressOptions` fields, from the parsed arguments."""
     return {"components": args.components, "param_ratio": args.param_ratio,
             "target_params": args.target_params,
-            "shrinkage_threshold": args.shrinkage_threshold, "progress": sys.stderr.isatty()}
+            "shrinkage_threshold": getattr(args, "shrinkage_threshold", 1.0),
+            "progress": sys.stderr.isatty()}
 
 
 def finish(model: Model, args, before: int, reports) -> None:

@@ -77,7 +77,7 @@ def _ranks(comp: Component, rows: int, cols: int) -> dict:
     return out
 
 
-def _with_weight(comp: Component, w: np.ndarray, b: np.ndarray | None = None) -> Component:
+def with_weight(comp: Component, w: np.ndarray, b: np.ndarray | None = None) -> Component:
     new = comp.copy()
     new.set("<Params>" if isinstance(comp, LinearComponent) else "<LinearParams>",
             np.ascontiguousarray(w, dtype=np.float32))
@@ -109,7 +109,7 @@ def refit_in_place(nnet: Nnet, unit: Unit, stats) -> None:
     if fit.center is not None:
         w = weight(comp).astype(np.float64)
         new_bias = bias(comp) + w @ fit.target_center - fit.target @ fit.center
-    nnet.components[unit.name] = _with_weight(comp, fit.target, new_bias)
+    nnet.components[unit.name] = with_weight(comp, fit.target, new_bias)
 
 
 def _apply_split(nnet: Nnet, unit: Unit, fit: Fit, k: int) -> None:
@@ -190,7 +190,7 @@ def _apply_bottleneck(nnet: Nnet, unit: Unit, fit: Fit, k: int, stats) -> None:
         else stats.moment
     b_stack = least_squares_right(fit.target, p, c)
     producer = nnet.components[unit.name]
-    nnet.components[unit.name] = _with_weight(producer, p @ weight(producer).astype(np.float64))
+    nnet.components[unit.name] = with_weight(producer, p @ weight(producer).astype(np.float64))
     row = 0
     new_blocks: dict[str, list[np.ndarray]] = {}
     for name, j, rows in layout:
@@ -221,7 +221,7 @@ def _apply_bottleneck(nnet: Nnet, unit: Unit, fit: Fit, k: int, stats) -> None:
             new_w, correction = _tap_refit(w, p, taps, fit.center is not None)
             if fit.center is not None:
                 new_b = bias(comp).astype(np.float64) + correction
-        nnet.components[node.component] = _with_weight(comp, new_w, new_b)
+        nnet.components[node.component] = with_weight(comp, new_w, new_b)
     if unit.batchnorm:
         bn_node = nnet.node(unit.batchnorm)
         nnet.rename_references({unit.batchnorm: unit.node})

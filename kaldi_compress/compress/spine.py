@@ -111,7 +111,7 @@ def progress(items: Iterable, opts: CompressOptions, desc: str) -> Iterable:
 class LayerReport:
     """One row of the per-layer table, whichever method rewrote (or kept) the unit."""
     name: str
-    method: str                      # "svd" | "tt" | "kept"
+    method: str                      # "svd" | "tt" | "prune" | "kept"
     kind: str                        # the unit: affine, tdnn, bottleneck(+bn)
     shape: str                       # in->out of the matrix (or unit) rewritten
     params_before: int
@@ -124,7 +124,7 @@ class LayerReport:
     tt_ranks: str = ""               # ... its inner ranks
     svd_rank: int | None = None      # TT: SVD rank of the matrix with no more error ...
     svd_params: int | None = None    # ... and the row's parameters with that SVD instead
-    note: str = ""
+    note: str = ""                   # printed under the table
 
     @property
     def changed(self) -> bool:
@@ -173,7 +173,7 @@ def format_report(reports: list[LayerReport]) -> str:
     widths = [max(len(row[j]) for row in rows) for j in range(len(cols))]
     lines = ["  ".join(v.ljust(w) if i < _LEFT else v.rjust(w)
                        for (i, _, _), v, w in zip(cols, row, widths)).rstrip() for row in rows]
-    notes = [f"kaldi-compress: {r.name}: kept ({r.note})" for r in reports if r.note]
+    notes = [f"kaldi-compress: {r.name}: {r.note}" for r in reports if r.note]
     return "\n".join(lines + notes) + "\n"
 
 

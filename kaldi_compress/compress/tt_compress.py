@@ -270,7 +270,7 @@ def tt_compress(nnet: Nnet, opts: TtOptions) -> list[LayerReport]:
         if c.params > opts.shrinkage_threshold * before:
             reports.append(LayerReport(name, "kept", kind, shape, before, before, 0.0,
                                        tt_shape=c.shape_text(w.shape[0]), tt_ranks=_ranks_text(c),
-                                       note=f"TT would need {c.params} parameters"))
+                                       note=f"kept (TT would need {c.params} parameters)"))
             continue
         row = _tt_report(nnet, c, before, c.params, name, kind)
         _apply_tt(nnet, c)
