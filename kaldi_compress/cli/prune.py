@@ -2,9 +2,9 @@
 structured width pruning (hidden units of the 768-wide layers and the residual stream)."""
 from __future__ import annotations
 
-from ..errors import KaldiCompressError
 from ..nnet3 import read_model
-from .shared import add_compress_options, common_options, finish, refuse_overwrite
+from .shared import (add_calibration, add_compress_options, calibration, common_options, finish,
+                     refuse_overwrite)
 
 
 def add_parser(sub, kaldi_bool) -> None:
@@ -17,14 +17,7 @@ def add_parser(sub, kaldi_bool) -> None:
         "of --keep-fraction, --param-ratio, --target-params.")
     p.add_argument("--keep-fraction", type=float, metavar="F",
                    help="keep this share of the units of every width space")
-    p.add_argument("--calibration-data", metavar="DIR", action="append", default=[],
-                   required=True, help="a dir of 16 kHz wavs (unlabeled, from the target "
-                   "domain; not the audio you score on); repeatable")
-    p.add_argument("--model-dir", metavar="DIR", required=True,
-                   help="Vosk-style model dir (conf/, ivector/) for features of "
-                   "--calibration-data")
-    p.add_argument("--max-utts", type=int, default=120, metavar="N",
-                   help="calibration utterances to use in all (default 120)")
+    add_calibration(p, True, "the audio whose activations choose the units and refit")
     p.add_argument("--refit", type=kaldi_bool, default=True, metavar="BOOL",
                    help="refit the layers reading a pruned space by least squares (default "
                    "true; false: removed units are replaced by their means)")
@@ -34,7 +27,6 @@ def add_parser(sub, kaldi_bool) -> None:
 
 
 def run(args) -> int:
-    from ..compress.calibrate import load_calibration
     from ..compress.prune import PruneOptions, prune_compress
     refuse_overwrite(args)
     opts = PruneOptions(**common_options(args), keep_fraction=args.keep_fraction,
@@ -42,10 +34,7 @@ def run(args) -> int:
     opts.check()
     model = read_model(args.input)
     before = model.nnet.num_parameters
-    if not args.calibration_data:
-        raise KaldiCompressError("prune needs --calibration-data")
-    opts.calibration = load_calibration(args.model_dir, args.calibration_data,
-                                        max_utts=args.max_utts)
+    opts.calibration = calibration(args)
     reports = prune_compress(model.nnet, opts)
     finish(model, args, before, reports)
     return 0

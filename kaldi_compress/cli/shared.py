@@ -46,6 +46,29 @@ def add_chunking(p, frames_per_chunk: int, from_model_dir: bool) -> None:
                    "multiple of the subsampling factor and the network's modulus)")
 
 
+def add_calibration(p, required: bool, what: str) -> None:
+    """``--calibration-data`` (repeatable), ``--model-dir`` for its features, ``--max-utts``."""
+    p.add_argument("--calibration-data", metavar="DIR", action="append", default=[],
+                   required=required,
+                   help=f"{what}: a dir of 16 kHz wavs (unlabeled, from the target domain; "
+                   "not the audio you score on); repeatable; needs --model-dir")
+    p.add_argument("--model-dir", metavar="DIR", required=required,
+                   help="Vosk-style model dir (conf/, ivector/) for features of "
+                   "--calibration-data")
+    p.add_argument("--max-utts", type=int, default=120, metavar="N",
+                   help="calibration utterances to use in all (default 120)")
+
+
+def calibration(args):
+    """The calibration audio's features (a compress.calibrate.Calibration), or None."""
+    if not args.calibration_data:
+        return None
+    if not args.model_dir:
+        raise KaldiCompressError("--calibration-data needs --model-dir")
+    from ..compress.calibrate import load_calibration
+    return load_calibration(args.model_dir, args.calibration_data, max_utts=args.max_utts)
+
+
 def refuse_overwrite(args) -> None:
     """Never write over the input model."""
     if same_file(args.input, args.output):

@@ -5,7 +5,8 @@ import sys
 
 from ..errors import KaldiCompressError
 from ..nnet3 import read_model
-from .shared import add_compress_options, common_options, finish, refuse_overwrite
+from .shared import (add_calibration, add_compress_options, calibration, common_options, finish,
+                     refuse_overwrite)
 
 
 def add_parser(sub, kaldi_bool) -> None:
@@ -19,14 +20,7 @@ def add_parser(sub, kaldi_bool) -> None:
     p.add_argument("--kaldi-compatible", type=kaldi_bool, default=False, metavar="BOOL",
                    help="exactly Kaldi's apply-svd: Affine/NaturalGradientAffine only, "
                    "<name>_a Linear + <name>_b NaturalGradientAffine")
-    p.add_argument("--calibration-data", metavar="DIR", action="append", default=[],
-                   help="data-aware truncation: a dir of 16 kHz wavs (unlabeled, from the "
-                   "target domain) whose activations weight the error; repeatable; needs "
-                   "--model-dir")
-    p.add_argument("--model-dir", metavar="DIR",
-                   help="Vosk-style model dir (conf/, ivector/) for features of --calibration-data")
-    p.add_argument("--max-utts", type=int, default=120, metavar="N",
-                   help="calibration utterances to use in all (default 120)")
+    add_calibration(p, False, "data-aware truncation")
     p.add_argument("--closed-loop", type=kaldi_bool, default=True, metavar="BOOL",
                    help="data-aware: refit each layer on the inputs of the already "
                    "compressed layers below it (default true)")
@@ -64,12 +58,7 @@ def run(args) -> int:
         opts = SvdOptions(**common_options(args), bottleneck_dim=args.bottleneck_dim,
                           energy_threshold=args.energy_threshold, closed_loop=args.closed_loop)
         opts.check()
-        if args.calibration_data:
-            from ..compress.calibrate import load_calibration
-            if not args.model_dir:
-                raise KaldiCompressError("--calibration-data needs --model-dir")
-            opts.calibration = load_calibration(args.model_dir, args.calibration_data,
-                                                max_utts=args.max_utts)
+        opts.calibration = calibration(args)
         reports = svd_compress(model.nnet, opts)
     finish(model, args, before, reports)
     return 0
