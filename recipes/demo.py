@@ -203,8 +203,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "out" / "demo"))
     ap.add_argument("--data", help="speech dir (*.wav + text); default ../shared/data/ko_wide_dev")
     ap.add_argument("--calibration", action="append", default=[],
-                    help="unlabeled in-domain wav dirs for data-aware SVD and fine-tuning "
-                    "(default: the speech dir itself, without its transcripts)")
+                    help="unlabeled in-domain wav dirs for data-aware SVD, pruning and "
+                    "fine-tuning (default: ../shared/data/ko_wide_train when present, else "
+                    "the speech dir itself -- transductive, with a warning)")
     ap.add_argument("--calibration-utts", type=int, default=120)
     ap.add_argument("--finetune-data", action="append", default=[],
                     help="unlabeled wav dirs for fine-tuning (default: the calibration dirs "
@@ -223,7 +224,11 @@ def main() -> None:
     models.mkdir(parents=True, exist_ok=True)
     decodes.mkdir(parents=True, exist_ok=True)
     data, refs = prepare_data(args)
-    cal_dirs = [Path(d) for d in args.calibration] or [data]
+    train = SHARED / "data" / "ko_wide_train"
+    cal_dirs = [Path(d) for d in args.calibration] or ([train] if train.is_dir() else [data])
+    if data in cal_dirs:
+        print("demo: warning: calibrating on the speech that is scored (transductive); "
+              "give --calibration with other audio of the same domain", file=sys.stderr)
     tune_dirs = [Path(d) for d in args.finetune_data] or cal_dirs + \
         [d for d in [SHARED / "data" / "kspon_ko"] if d.is_dir() and d not in cal_dirs]
     systems = default_systems(args.quick)
