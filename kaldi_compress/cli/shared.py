@@ -10,7 +10,7 @@ from ..nnet3 import Model, write_model
 
 
 def add_model_io(p) -> None:
-    """IN and OUT model arguments (``-`` for stdin/stdout) and ``--binary``."""
+    """IN and OUT model arguments (``-`` for stdin/stdout)."""
     p.add_argument("input", help="input model (- for stdin)")
     p.add_argument("output", help="output model (- for stdout)")
 

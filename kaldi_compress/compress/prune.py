@@ -173,8 +173,8 @@ def apply_width(nnet: Nnet, space: Space, keep: np.ndarray, stats: dict[str, Con
         node = nnet.node(name)
         comp = nnet.components[node.component]
         b = bias(comp)
-        nnet.components[node.component] = with_weight(
-            comp, weight(comp)[keep].astype(np.float64), b[keep] if len(b) else None)
+        nnet.components[node.component] = with_weight(comp, weight(comp)[keep],
+                                                      b[keep] if len(b) else None)
     for name in space.passthrough:
         node = nnet.node(name)
         nnet.components[node.component] = _slice_per_dim(nnet.components[node.component],

@@ -126,10 +126,6 @@ class LayerReport:
     svd_params: int | None = None    # ... and the row's parameters with that SVD instead
     note: str = ""                   # printed under the table
 
-    @property
-    def changed(self) -> bool:
-        return self.method != "kept"
-
 
 def _rank(r: LayerReport) -> str:
     if r.rank_before is None:

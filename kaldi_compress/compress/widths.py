@@ -29,7 +29,7 @@ from ..nnet3.components import (AffineComponent, BatchNormComponent, Component,
                                 RectifiedLinearComponent, SigmoidComponent, TanhComponent,
                                 TdnnComponent)
 from ..nnet3.descriptors import Append, Const, Descriptor
-from .units import counted, offsets, weight
+from .units import bias, counted, offsets, weight
 
 AFFINE_LIKE = (AffineComponent, LinearComponent, FixedAffineComponent, TdnnComponent)
 PER_DIM = (RectifiedLinearComponent, SigmoidComponent, TanhComponent, BatchNormComponent,
@@ -166,8 +166,7 @@ def _space(nnet: Nnet, dim: int, producers, passthrough, consumers) -> Space:
     for p in producers:
         c = comps[p]
         if c.is_updatable:
-            per_dim += weight(c).shape[1] + (1 if c.get("<BiasParams>") is not None
-                                             and len(c.get("<BiasParams>")) else 0)
+            per_dim += weight(c).shape[1] + (1 if len(bias(c)) else 0)
     for p in passthrough:
         per_dim += counted(comps[p]) // dim
     for c in consumers:
