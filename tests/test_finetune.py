@@ -3,6 +3,7 @@ that lowers the loss, a written model equal to the trained module, exact resume.
 from __future__ import annotations
 
 import math
+import re
 import os
 import signal
 
@@ -16,9 +17,10 @@ from kaldi_compress.compute.chunking import ComputeOptions, SimpleComputer
 from kaldi_compress.compute.forward import NnetForward
 from kaldi_compress.compress.svd import SvdOptions, svd_compress
 from kaldi_compress.errors import KaldiCompressError
-from kaldi_compress.finetune import (LossOptions, Trainer, TrainOptions, distill_loss,
-                                     lr_factor, make_chunks, network_outputs, table_corpus,
-                                     trainable_parameters)
+from kaldi_compress.finetune import (Corpus, LossOptions, Trainer, TrainOptions,
+                                     default_train_options, distill_loss, lr_factor,
+                                     make_chunks, network_outputs, table_corpus,
+                                     trainable_parameters, wav_corpus)
 from kaldi_compress.finetune.loss import frame_kl, frame_mse
 from kaldi_compress.nnet3 import read_model, write_model
 from kaldi_compress.nnet3.edit import prepare_for_test
@@ -82,6 +84,20 @@ def prepared(teacher_file, corpus, student_path, shifts=(0,)):
 
 
 OPTS = dict(epochs=4, lr=3e-3, batch_size=2, warmup=0.1)
+
+
+def split(teacher_file, corpus, student_path):
+    """(student Model, training chunks of utt2 and utt3, validation chunks of utt1 with
+    every frame shift), all with teacher targets."""
+    student = read_model(str(student_path))
+    teacher = teacher_nnet(teacher_file)
+    out = []
+    for utts, shifts in ((corpus.utterances[1:], (0,)), (corpus.utterances[:1], (0, 1, 2))):
+        chunks, computer = make_chunks(Corpus(utts, corpus.ivector_period), teacher,
+                                       student.nnet, 3, 51, shifts)
+        chunks.targets = network_outputs(computer.forward, chunks)
+        out.append(chunks)
+    return student, *out
 
 
 # --- chunks -------------------------------------------------------------------------------
@@ -196,6 +212,72 @@ def test_checkpoint_restores_exactly_and_resume_continues_the_same_run(teacher_f
     assert [h.loss for h in second.history] == pytest.approx([h.loss for h in full.history])
 
 
+# --- validation ------------------------------------------------------------------------------
+def snapshot(trainer) -> dict[str, torch.Tensor]:
+    return {k: p.detach().clone() for k, p in trainer.params.items()}
+
+
+def test_validation_keeps_the_best_epoch(teacher_file, corpus, student_file):
+    """Two training utterances overfit: the training loss keeps falling while the loss on
+    the third utterance rises again after epoch 2; the best epoch's parameters are kept."""
+    student, train, valid = split(teacher_file, corpus, student_file)
+    trainer = Trainer(NnetForward(student.nnet), train, TrainOptions(**OPTS), valid)
+    after = {0: snapshot(trainer)}
+    trainer.train(on_epoch=lambda t, stats: after.update({stats.epoch: snapshot(t)}))
+    train_losses = [h.loss for h in trainer.history]
+    valid_losses = [h.valid_loss for h in trainer.history]
+    assert train_losses == sorted(train_losses, reverse=True) and len(valid_losses) == 4
+    assert trainer.best.epoch == 2 == 1 + int(np.argmin(valid_losses))
+    assert valid_losses[-1] > min(valid_losses) and trainer.best.loss == min(valid_losses)
+    trainer.restore_best()
+    for name, p in trainer.params.items():
+        assert torch.equal(p, after[2][name]), name
+    assert trainer.evaluate(valid) == trainer.best.loss
+    assert not trainer.stopped_early and trainer.step == trainer.total_steps
+
+
+def test_early_stopping_after_patience_epochs(teacher_file, corpus, student_file):
+    student, train, valid = split(teacher_file, corpus, student_file)
+    opts = TrainOptions(**OPTS, early_stop_patience=1)
+    trainer = Trainer(NnetForward(student.nnet), train, opts, valid)
+    trainer.train()
+    assert trainer.stopped_early and trainer.best.epoch == 2
+    assert [h.epoch for h in trainer.history] == [1, 2, 3]
+    assert trainer.step == 3 * trainer.steps_per_epoch < trainer.total_steps
+
+
+def test_resume_with_validation_continues_the_same_run(teacher_file, corpus, student_file,
+                                                       tmp_path):
+    """Interrupted after the best epoch (step 5 of 8, mid-epoch 3): the checkpoint carries
+    the best parameters and their loss, and the resumed run ends as the uninterrupted one."""
+    student, train, valid = split(teacher_file, corpus, student_file)
+    full = Trainer(NnetForward(student.nnet), train, TrainOptions(**OPTS), valid)
+    full.train()
+    ckpt = str(tmp_path / "run.ckpt")
+    student, _, _ = split(teacher_file, corpus, student_file)
+    first = Trainer(NnetForward(student.nnet), train, TrainOptions(**OPTS), valid)
+
+    def interrupt_at_5(trainer, loss):
+        if trainer.step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        first.train(ckpt, on_step=interrupt_at_5)
+    student, _, _ = split(teacher_file, corpus, student_file)
+    second = Trainer(NnetForward(student.nnet), train, TrainOptions(**OPTS), valid)
+    second.load(ckpt)
+    assert second.best.epoch == first.best.epoch == full.best.epoch == 2
+    assert second.best.loss == first.best.loss == full.best.loss
+    second.train()
+    assert [h.valid_loss for h in second.history] == [h.valid_loss for h in full.history]
+    for t in (second, full):
+        t.restore_best()
+    for name, p in second.params.items():
+        assert torch.equal(p, full.params[name]), name
+    with pytest.raises(KaldiCompressError, match="other data"):
+        Trainer(NnetForward(student.nnet), train, TrainOptions(**OPTS)).load(ckpt)
+
+
 def test_checkpoint_refuses_other_runs(teacher_file, corpus, student_file, tmp_path):
     student, chunks = prepared(teacher_file, corpus, student_file)
     trainer = Trainer(NnetForward(student.nnet), chunks, TrainOptions(**OPTS))
@@ -226,6 +308,23 @@ def run_cli(monkeypatch, capsys):
     return run
 
 
+def run_interrupted(run_cli, monkeypatch, *argv: str) -> tuple[int, str]:
+    """Run the command with a Ctrl-C arriving during training step 2."""
+    real_step = Trainer.train_step
+
+    def step_then_ctrl_c(self, idx, lr):
+        loss = real_step(self, idx, lr)
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
+    try:
+        return run_cli(*argv)
+    finally:
+        monkeypatch.setattr(Trainer, "train_step", real_step)
+
+
 def test_cli_interrupt_and_resume_give_the_uninterrupted_result(teacher_file, feats_args,
                                                                 student_file,
                                                                 tmp_path, run_cli, monkeypatch):
@@ -238,20 +337,10 @@ def test_cli_interrupt_and_resume_give_the_uninterrupted_result(teacher_file, fe
     assert not os.path.exists(f"{straight}.ckpt")
 
     out = tmp_path / "out.raw"
-    real_step = Trainer.train_step
-
-    def step_then_ctrl_c(self, idx, lr):
-        loss = real_step(self, idx, lr)
-        if self.step == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return loss
-
-    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
-    rc, err = run_cli(*common, str(student_file), str(out))
+    rc, err = run_interrupted(run_cli, monkeypatch, *common, str(student_file), str(out))
     assert rc == 130 and "interrupted" in err and "--resume" in err
     assert not out.exists() and os.path.exists(f"{out}.ckpt")
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
-    monkeypatch.setattr(Trainer, "train_step", real_step)
     rc, err = run_cli(*common, str(student_file), str(out))
     assert rc == 1 and "--resume" in err and err.count("\n") == 1
     rc, err = run_cli(*common, "--resume", str(student_file), str(out))
@@ -269,12 +358,25 @@ def test_cli_interrupt_and_resume_give_the_uninterrupted_result(teacher_file, fe
     ("no-ckpt", "no checkpoint to resume from"),
     ("epochs", "--epochs must be >= 1"),
     ("period", "--online-ivector-period > 0"),
+    ("overlap", "validation audio is also training audio"),
+    ("overlap-link", "validation audio is also training audio"),
+    ("valid-feats", "--valid-data (wav directories) needs --model-dir"),
+    ("speed", "--speed-perturb: expected distinct comma-separated factors"),
+    ("speed-feats", "--speed-perturb and --volume-perturb need wav data"),
+    ("volume-feats", "--speed-perturb and --volume-perturb need wav data"),
+    ("patience", "--early-stop-patience must be >= 0"),
 ])
 def test_cli_bad_input_is_one_line(nets, teacher_file, feats_args, student_file, tmp_path,
                                    run_cli, case, message):
     teacher = f"--teacher={teacher_file}"
     out = str(tmp_path / "out.raw")
     dim24 = f"--feats=ark:{nets / 'feats_dim24.ark.txt'}"
+    wavs, linked = tmp_path / "wavs", tmp_path / "linked"
+    for d in (wavs, linked):
+        d.mkdir()
+    (wavs / "a.wav").write_bytes(b"")
+    (linked / "b.wav").symlink_to(wavs / "a.wav")
+    wav_args = [teacher, f"--model-dir={tmp_path}", f"--data={wavs}"]
     argv = {
         "overwrite": [teacher, *feats_args, str(student_file), str(student_file)],
         "dims": [teacher, *feats_args, str(nets / "m2_simple.raw"), out],
@@ -285,6 +387,13 @@ def test_cli_bad_input_is_one_line(nets, teacher_file, feats_args, student_file,
         "no-ckpt": [teacher, *feats_args, "--resume", str(student_file), out],
         "epochs": [teacher, *feats_args, "--epochs=0", str(student_file), out],
         "period": [teacher, *feats_args[:2], str(student_file), out],
+        "overlap": [*wav_args, f"--valid-data={wavs}", str(student_file), out],
+        "overlap-link": [*wav_args, f"--valid-data={linked}", str(student_file), out],
+        "valid-feats": [teacher, *feats_args, f"--valid-data={wavs}", str(student_file), out],
+        "speed": [*wav_args, "--speed-perturb=0.9,fast", str(student_file), out],
+        "speed-feats": [teacher, *feats_args, "--speed-perturb=0.9,1", str(student_file), out],
+        "volume-feats": [teacher, *feats_args, "--volume-perturb", str(student_file), out],
+        "patience": [*wav_args, "--early-stop-patience=-1", str(student_file), out],
     }[case]
     rc, err = run_cli(*argv)
     assert rc == 1 and message in err and err.count("\n") == 1, err
@@ -292,26 +401,36 @@ def test_cli_bad_input_is_one_line(nets, teacher_file, feats_args, student_file,
 
 
 # --- the Korean model ---------------------------------------------------------------------
+def korean_teacher_student(ko_mdl, tmp_path, param_ratio: float) -> tuple:
+    """The prepared Korean model and its TDNN layers SVD-compressed (weights only), as files."""
+    base = read_model(str(ko_mdl))
+    prepare_for_test(base.nnet)
+    teacher_path, student_path = tmp_path / "base.mdl", tmp_path / "svd.mdl"
+    write_model(base, str(teacher_path))
+    svd_compress(base.nnet, SvdOptions(param_ratio=param_ratio, components="tdnn*"))
+    write_model(base, str(student_path))
+    return teacher_path, student_path
+
+
+def linked_dir(path, wavs):
+    """A new directory of links to ``wavs``."""
+    path.mkdir()
+    for w in wavs:
+        (path / w.name).symlink_to(w)
+    return path
+
+
 @pytest.mark.slow
 def test_korean_compressed_model_gains_fidelity_on_held_out_audio(
         ko_mdl, ko_model_dir, ko_wide_train, ko_wide_dev, tmp_path, run_cli):
     from kaldi_compress.compute.fidelity import fidelity
 
-    base = read_model(str(ko_mdl))
-    prepare_for_test(base.nnet)
-    teacher_path, student_path = tmp_path / "base.mdl", tmp_path / "svd.mdl"
-    write_model(base, str(teacher_path))
-    svd_compress(base.nnet, SvdOptions(param_ratio=0.7, components="tdnn*"))
-    write_model(base, str(student_path))
-    train, held_out = tmp_path / "train", tmp_path / "held_out"
+    teacher_path, student_path = korean_teacher_student(ko_mdl, tmp_path, 0.7)
     # tuned on the tuning audio, measured on unseen utterances of the same (wideband)
     # domain: telephone-band training audio (kspon_ko) moves the student away from the
     # teacher on wideband speech
-    tune_wavs = sorted(ko_wide_train.glob("*.wav"))[:20]
-    for d, wavs in ((train, tune_wavs), (held_out, sorted(ko_wide_dev.glob("*.wav"))[:8])):
-        d.mkdir()
-        for w in wavs:
-            (d / w.name).symlink_to(w)
+    train = linked_dir(tmp_path / "train", sorted(ko_wide_train.glob("*.wav"))[:20])
+    held_out = linked_dir(tmp_path / "held_out", sorted(ko_wide_dev.glob("*.wav"))[:8])
     out = tmp_path / "tuned.mdl"
     rc, err = run_cli(f"--teacher={teacher_path}", f"--model-dir={ko_model_dir}",
                       f"--data={train}", "--dither=0", "--epochs=3",
@@ -323,3 +442,44 @@ def test_korean_compressed_model_gains_fidelity_on_held_out_audio(
     assert tuned.kl < 0.8 * untuned.kl, (untuned, tuned)
     assert tuned.agreement > untuned.agreement + 5
     assert math.isfinite(tuned.snr_db) and tuned.snr_db > untuned.snr_db
+
+
+def test_korean_cli_validates_perturbs_and_resumes_exactly(ko_mdl, ko_model_dir, ko_wide_train,
+                                                           tmp_path, run_cli, monkeypatch):
+    """On the Korean model, one short tuning wav speed- and volume-perturbed 3 ways,
+    validated on another: every epoch logs both losses, the written model has the best
+    validation loss, and an interrupted and resumed run writes the same bytes."""
+    teacher_path, student_path = korean_teacher_student(ko_mdl, tmp_path, 0.5)
+    shortest = sorted(ko_wide_train.glob("*.wav"), key=lambda w: w.stat().st_size)
+    train = linked_dir(tmp_path / "train", shortest[:1])
+    valid = linked_dir(tmp_path / "valid", shortest[1:2])
+    common = [f"--teacher={teacher_path}", f"--model-dir={ko_model_dir}", f"--data={train}",
+              f"--valid-data={valid}", "--dither=0", "--speed-perturb=0.9,1.0,1.1",
+              "--volume-perturb", "--epochs=2", "--batch-size=4", "--frame-shifts=false",
+              str(student_path)]
+    straight = tmp_path / "straight.mdl"
+    rc, err = run_cli(*common, str(straight))
+    assert rc == 0, err
+    assert "training: 3 utterances" in err and "validation: 1 utterances" in err
+    valid_losses = [float(v) for v in re.findall(r"epoch \d/2: loss [\d.e+-]+, valid ([\d.e+-]+)",
+                                                  err)]
+    before = float(re.search(r"loss before training: [\d.e+-]+, valid ([\d.e+-]+)", err)[1])
+    assert len(valid_losses) == 2
+    kept = re.search(r"keeping the student after epoch (\d) \(valid ([\d.e+-]+)\)", err)
+    best = min([before, *valid_losses])
+    assert float(kept[2]) == best and [before, *valid_losses].index(best) == int(kept[1])
+
+    # the written student's own validation loss is the best one logged
+    corpus = wav_corpus(ko_model_dir, [valid], dither=0.0)
+    tuned = read_model(str(straight))
+    chunks, computer = make_chunks(corpus, read_model(str(teacher_path)).nnet, tuned.nnet, 3, 51)
+    chunks.targets = network_outputs(computer.forward, chunks)
+    trainer = Trainer(NnetForward(tuned.nnet), chunks, default_train_options())
+    assert trainer.evaluate(chunks) == pytest.approx(best, rel=1e-4)
+
+    out = tmp_path / "out.mdl"
+    rc, err = run_interrupted(run_cli, monkeypatch, *common, str(out))
+    assert rc == 130 and os.path.exists(f"{out}.ckpt")
+    rc, err = run_cli(*common[:-1], "--resume", common[-1], str(out))
+    assert rc == 0 and "resuming" in err, err
+    assert out.read_bytes() == straight.read_bytes()

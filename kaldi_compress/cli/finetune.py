@@ -2,13 +2,15 @@
 
 Distillation on unlabeled audio (:mod:`kaldi_compress.finetune.distill`): the
 student learns the teacher's outputs and is written in Kaldi's format; OUT.ckpt is
-kept while training and ``--resume`` continues from it.
+kept while training and ``--resume`` continues from it.  Wav data may be speed- and
+volume-perturbed as Kaldi recipes do; ``--valid-data`` picks the best epoch.
 """
 from __future__ import annotations
 
 import sys
 
 from ..finetune.distill import FinetuneJob, default_train_options, finetune
+from ..finetune.augment import parse_speeds
 from ..finetune.options import LossOptions, TrainOptions
 from .shared import add_binary, add_chunking, add_front_end, add_num_threads
 
@@ -27,6 +29,16 @@ def add_parser(sub, kaldi_bool) -> None:
     add_front_end(g)
     g.add_argument("--data", action="append", default=[], metavar="DIR",
                    help="directory of 16 kHz *.wav (repeat for more)")
+    g.add_argument("--valid-data", action="append", default=[], metavar="DIR",
+                   help="directory of 16 kHz *.wav, not training audio (repeat for more): "
+                   "the loss on it is logged every epoch and the student with the lowest "
+                   "one is written")
+    g.add_argument("--speed-perturb", default="1.0", metavar="F,F,...",
+                   help="train on a copy of every --data wav per speed factor, as Kaldi's "
+                   "perturb_data_dir_speed_3way.sh with 0.9,1.0,1.1 (default 1.0: none)")
+    g.add_argument("--volume-perturb", type=kaldi_bool, default=False, metavar="BOOL",
+                   help="scale every copy by a random gain in [0.125, 2], as Kaldi's "
+                   "perturb_data_dir_volume.sh (seeded by --seed; default false)")
     g = p.add_argument_group("data: Kaldi tables")
     g.add_argument("--feats", metavar="RSPEC",
                    help="feature rspecifier, e.g. scp:data/train/feats.scp")
@@ -57,7 +69,11 @@ def add_parser(sub, kaldi_bool) -> None:
                    help="softmax temperature of --loss=kl")
     g.add_argument("--max-minutes", type=float, default=0.0, metavar="M",
                    help="time budget of the whole run; the schedule is shortened to fit")
-    g.add_argument("--seed", type=int, default=0, metavar="N")
+    g.add_argument("--early-stop-patience", type=int, default=_T.early_stop_patience,
+                   metavar="N", help="with --valid-data, stop after N epochs without a lower "
+                   "validation loss (default 0: train all epochs, still keep the best)")
+    g.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="of the shuffles and the volume gains")
     g.add_argument("--resume", type=kaldi_bool, default=False, metavar="BOOL",
                    help="continue from OUT.ckpt")
     g.add_argument("--checkpoint-minutes", type=float, default=5.0, metavar="M",
@@ -74,9 +90,12 @@ def run(args) -> int:
     train = TrainOptions(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          optimizer=args.optimizer, warmup=args.warmup, final_lr=args.final_lr,
                          max_grad_norm=args.max_grad_norm, max_minutes=args.max_minutes,
-                         seed=args.seed, loss=loss)
+                         seed=args.seed, early_stop_patience=args.early_stop_patience,
+                         loss=loss)
     finetune(FinetuneJob(
         args.teacher, args.student, args.output, model_dir=args.model_dir, data=args.data,
+        valid_data=args.valid_data, speed_perturb=parse_speeds(args.speed_perturb),
+        volume_perturb=args.volume_perturb,
         dither=args.dither, feats=args.feats, online_ivectors=args.online_ivectors,
         online_ivector_period=args.online_ivector_period,
         frame_subsampling_factor=args.frame_subsampling_factor,

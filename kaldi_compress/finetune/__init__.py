@@ -12,6 +12,7 @@ _WHERE = {
     "LossOptions": "options", "TrainOptions": "options",
     "ChunkSet": "chunks", "make_chunks": "chunks", "network_outputs": "chunks",
     "Corpus": "data", "Utterance": "data", "table_corpus": "data", "wav_corpus": "data",
+    "Perturbation": "augment",
     "distill_loss": "loss",
     "EpochStats": "train", "Trainer": "train", "lr_factor": "train",
     "trainable_parameters": "train",

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import KaldiCompressError
+from .augment import Perturbation
 
 
 @dataclass
@@ -44,22 +45,37 @@ def _progress(items, desc: str, show: bool):
     return tqdm(items, desc=desc, unit="utt", file=sys.stderr, leave=False)
 
 
-def wav_corpus(model_dir: str | Path, data_dirs: list[str | Path], dither: float | None = None,
-               progress: bool = False) -> Corpus:
-    """Features of every ``*.wav`` of the data directories (keys ``dir-name/stem``)."""
-    from ..frontend.model_dir import ModelDirFrontEnd
-
-    front = ModelDirFrontEnd(model_dir, dither)
+def wav_files(data_dirs: list[str | Path]) -> list[tuple[str, Path]]:
+    """(key ``dir-name/stem``, path) of every ``*.wav`` of the directories, sorted per dir."""
     wavs: list[tuple[str, Path]] = []
     for d in data_dirs:
         found = sorted(Path(d).glob("*.wav"))
         if not found:
             raise KaldiCompressError(f"{d}: no *.wav files")
         wavs += [(f"{Path(d).name}/{w.stem}", w) for w in found]
-    utts = []
-    for key, wav in _progress(wavs, "features", progress):
-        feats, ivectors = front.features(wav)
-        utts.append(Utterance(key, feats, ivectors))
+    return wavs
+
+
+def check_disjoint(train_dirs: list[str | Path], valid_dirs: list[str | Path]) -> None:
+    """No validation wav may be a training wav (the same file, through any path or link)."""
+    train = {w.resolve() for _, w in wav_files(train_dirs)}
+    for _, w in wav_files(valid_dirs):
+        if w.resolve() in train:
+            raise KaldiCompressError(f"{w}: validation audio is also training audio "
+                                     "(--valid-data overlaps --data)")
+
+
+def wav_corpus(model_dir: str | Path, data_dirs: list[str | Path], dither: float | None = None,
+               progress: bool = False, perturb: Perturbation = Perturbation()) -> Corpus:
+    """Features of every ``*.wav`` of the data directories (keys ``dir-name/stem``), or of
+    the copies ``perturb`` makes of them (:mod:`.augment`)."""
+    from ..frontend.mfcc import read_wav
+    from ..frontend.model_dir import ModelDirFrontEnd
+
+    front = ModelDirFrontEnd(model_dir, dither)
+    wavs = _progress(wav_files(data_dirs), "features", progress)
+    utts = [Utterance(key, *front.samples_features(x, rate, key))
+            for key, x, rate in perturb.copies((k, *read_wav(w)) for k, w in wavs)]
     return Corpus(utts, front.ivector_period, front.frame_subsampling_factor)
 
 

@@ -4,9 +4,15 @@
 The teacher's outputs on every chunk of the data are computed once, then the
 student's updatable parameters are trained to reproduce them (batch norm and
 dropout in test mode, as decoding uses them), and the student is written in
-Kaldi's format.  A checkpoint ``OUTPUT.ckpt`` is kept while training (after every
-epoch, every ``checkpoint_minutes`` and on Ctrl-C); ``resume`` continues from it,
-and it is removed once OUTPUT is written.
+Kaldi's format.  Wav data can be augmented with Kaldi's speed and volume
+perturbation (:mod:`.augment`; the targets are the teacher's outputs on the
+perturbed audio).  With validation wavs (other audio, never training audio), the
+student written is the one with the lowest validation loss, measured before
+training and after every epoch with the training loss (:class:`.train.Trainer`).
+
+A checkpoint ``OUTPUT.ckpt`` is kept while training (after every epoch, every
+``checkpoint_minutes`` and on Ctrl-C); ``resume`` continues from it, and it is
+removed once OUTPUT is written.
 """
 from __future__ import annotations
 
@@ -14,11 +20,18 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import KaldiCompressError
 from ..io.files import same_file
 from ..nnet3 import Nnet, read_model, write_model
+from .augment import Perturbation
+from .data import Corpus, check_disjoint
 from .options import LossOptions, TrainOptions
+
+if TYPE_CHECKING:
+    from .chunks import ChunkSet
+    from .train import Trainer
 
 
 def default_train_options() -> TrainOptions:
@@ -37,6 +50,9 @@ class FinetuneJob:
     output: str                           # where the trained student goes (a new file)
     model_dir: str | None = None          # wav data: Vosk-style dir (conf/, ivector/) ...
     data: list[str] = field(default_factory=list)   # ... and directories of 16 kHz wavs
+    valid_data: list[str] = field(default_factory=list)   # wav dirs to pick the best epoch
+    speed_perturb: tuple[float, ...] = (1.0,)   # a copy of the training wavs per factor
+    volume_perturb: bool = False          # a random gain per copy (seeded by train.seed)
     dither: float | None = None           # MFCC dither (None: conf/mfcc.conf's)
     feats: str | None = None              # table data: feature rspecifier ...
     online_ivectors: str = ""             # ... and online i-vectors as matrices
@@ -55,6 +71,10 @@ class FinetuneJob:
     def checkpoint(self) -> str:
         return self.output + ".ckpt"
 
+    @property
+    def perturbation(self) -> Perturbation:
+        return Perturbation(tuple(self.speed_perturb), self.volume_perturb, self.train.seed)
+
     def check(self) -> None:
         for inp in (self.student, self.teacher):
             if self.output == "-" or same_file(inp, self.output):
@@ -66,6 +86,12 @@ class FinetuneJob:
             raise KaldiCompressError("no training data: give --model-dir and --data, or --feats")
         if self.online_ivectors and not self.feats:
             raise KaldiCompressError("--online-ivectors goes with --feats")
+        if self.valid_data and not self.model_dir:
+            raise KaldiCompressError("--valid-data (wav directories) needs --model-dir and --data")
+        self.perturbation.check()
+        if self.feats and not self.perturbation.identity:
+            raise KaldiCompressError("--speed-perturb and --volume-perturb need wav data "
+                                     "(--model-dir and --data)")
         if self.frames_per_chunk < 1 or self.frame_subsampling_factor < 0:
             raise KaldiCompressError("--frames-per-chunk must be > 0 and "
                                      "--frame-subsampling-factor >= 0")
@@ -77,6 +103,8 @@ class FinetuneJob:
         if self.resume and not os.path.isfile(self.checkpoint):
             raise KaldiCompressError(f"{self.checkpoint}: no checkpoint to resume from")
         self.train.check()
+        if self.valid_data:
+            check_disjoint(self.data, self.valid_data)
 
 
 def log(msg: str, bar: bool) -> None:
@@ -97,11 +125,25 @@ def check_dims(teacher: Nnet, student: Nnet) -> None:
                                      f"from the teacher's ({t.get(node)})")
 
 
+def teacher_chunks(corpus: Corpus, teacher: Nnet, student: Nnet, fsf: int, job: FinetuneJob,
+                   what: str) -> ChunkSet:
+    """The chunks of a corpus with the teacher's outputs as targets (frame shifts 0 .. fsf-1
+    with ``job.frame_shifts``)."""
+    from .chunks import make_chunks, network_outputs
+
+    shifts = tuple(range(fsf)) if job.frame_shifts else (0,)
+    chunks, computer = make_chunks(corpus, teacher, student, fsf, job.frames_per_chunk, shifts)
+    chunks.targets = network_outputs(computer.forward, chunks, progress=job.progress, desc=what)
+    log(f"{what}: {len(corpus.utterances)} utterances, {corpus.num_frames} frames -> "
+        f"{len(chunks)} chunks, {chunks.num_outputs} outputs", job.progress)
+    return chunks
+
+
 def finetune(job: FinetuneJob) -> None:
-    """Run ``job``: targets from the teacher, train the student, write ``job.output``."""
+    """Run ``job``: targets from the teacher, train the student (keeping the best on the
+    validation audio, if any), write ``job.output``."""
     from ..compute.forward import NnetForward
     from ..compute.threads import prepare_torch
-    from .chunks import make_chunks, network_outputs
     from .data import table_corpus, wav_corpus
     from .train import Trainer
 
@@ -115,24 +157,24 @@ def finetune(job: FinetuneJob) -> None:
     if job.feats:
         corpus = table_corpus(job.feats, job.online_ivectors, job.online_ivector_period)
     else:
-        corpus = wav_corpus(job.model_dir, job.data, job.dither, progress=bar)
+        corpus = wav_corpus(job.model_dir, job.data, job.dither, bar, job.perturbation)
     fsf = job.frame_subsampling_factor or corpus.frame_subsampling_factor or 1
-    shifts = tuple(range(fsf)) if job.frame_shifts else (0,)
-    chunks, computer = make_chunks(corpus, teacher, model.nnet, fsf, job.frames_per_chunk,
-                                   shifts)
-    chunks.targets = network_outputs(computer.forward, chunks, progress=bar)
-    del computer
-    log(f"{len(corpus.utterances)} utterances, {corpus.num_frames} frames -> {len(chunks)} "
-        f"chunks, {chunks.num_outputs} training outputs", bar)
-    trainer = Trainer(NnetForward(model.nnet), chunks, opts)
+    chunks = teacher_chunks(corpus, teacher, model.nnet, fsf, job, "training")
+    valid = None
+    if job.valid_data:
+        valid = teacher_chunks(wav_corpus(job.model_dir, job.valid_data, job.dither, bar),
+                               teacher, model.nnet, fsf, job, "validation")
+    trainer = Trainer(NnetForward(model.nnet), chunks, opts, valid)
     if job.resume:
         trainer.load(ckpt)
         log(f"resuming {ckpt} at step {trainer.step} of {trainer.total_steps}", bar)
     else:
-        log(f"loss before training: {trainer.evaluate(chunks):.5g}", bar)
+        log(f"loss before training: {trainer.evaluate(chunks):.5g}"
+            + with_valid(trainer.validate(0)), bar)
 
     def on_epoch(t: Trainer, stats) -> None:
-        log(f"epoch {stats.epoch}/{opts.epochs}: loss {stats.loss:.5g}, lr {stats.lr:.3g}", bar)
+        log(f"epoch {stats.epoch}/{opts.epochs}: loss {stats.loss:.5g}"
+            f"{with_valid(stats.valid_loss)}, lr {stats.lr:.3g}", bar)
 
     try:
         trainer.train(ckpt, progress=bar, started=started,
@@ -141,8 +183,26 @@ def finetune(job: FinetuneJob) -> None:
         if os.path.exists(ckpt):
             log(f"checkpoint {ckpt} at step {trainer.step}; continue with --resume", False)
         raise
+    keep_best(trainer, bar)
     trainer.student.write_back()
     write_model(model, job.output, binary=job.binary)
     log(f"wrote {job.output} after {trainer.step} steps, {trainer.elapsed / 60:.1f} min", bar)
     if os.path.exists(ckpt):
         os.unlink(ckpt)
+
+
+def with_valid(loss: float | None) -> str:
+    """``, valid X`` for a log line, or nothing without validation."""
+    return "" if loss is None else f", valid {loss:.5g}"
+
+
+def keep_best(trainer: Trainer, bar: bool) -> None:
+    """Put the best validated parameters back into the student, saying which they are."""
+    if trainer.best is None:
+        return
+    if trainer.stopped_early:
+        log(f"no better validation loss for {trainer.opts.early_stop_patience} epochs: "
+            "stopped early", bar)
+    log(f"keeping the student after epoch {trainer.best.epoch} (valid "
+        f"{trainer.best.loss:.5g})", bar)
+    trainer.restore_best()

@@ -30,6 +30,7 @@ class TrainOptions:
     max_grad_norm: float = 0.0        # clip the gradient's 2-norm (0: no clipping)
     max_minutes: float = 0.0          # time budget (0: none)
     seed: int = 0
+    early_stop_patience: int = 0      # stop after N epochs without a better validation loss
     loss: LossOptions = field(default_factory=LossOptions)
 
     def check(self) -> None:
@@ -43,8 +44,9 @@ class TrainOptions:
             raise KaldiCompressError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
         if not 0 <= self.warmup < 1 or not 0 <= self.final_lr <= 1:
             raise KaldiCompressError("--warmup must be in [0, 1) and --final-lr in [0, 1]")
-        if self.max_minutes < 0 or self.max_grad_norm < 0:
-            raise KaldiCompressError("--max-minutes and --max-grad-norm must be >= 0")
+        if self.max_minutes < 0 or self.max_grad_norm < 0 or self.early_stop_patience < 0:
+            raise KaldiCompressError("--max-minutes, --max-grad-norm and "
+                                     "--early-stop-patience must be >= 0")
         self.loss.check()
 
     def schedule_dict(self) -> dict:

@@ -13,9 +13,17 @@ peak * (f + (1 - f) (1 + cos(pi (p - w) / (1 - w))) / 2).
 Progress is steps done / steps planned, or the share of ``max_minutes`` used if
 that is larger (a time budget shortens the schedule instead of cutting it).
 
+With validation chunks (other audio, teacher targets computed the same way), the
+loss on them is measured before training and after every epoch (and after the last,
+possibly partial, one); the parameters with the lowest validation loss so far are
+kept (epoch 0: the untrained student), :meth:`Trainer.restore_best` puts them back,
+and with ``early_stop_patience`` N > 0 training stops once N epochs in a row have
+not improved on the best.
+
 The state after any step (parameters, optimizer moments, epoch and step, time
-used) can be saved as a checkpoint and restored exactly; Ctrl-C finishes the
-current step, saves it and raises KeyboardInterrupt.
+used, the best parameters and their validation loss) can be saved as a checkpoint
+and restored exactly; Ctrl-C finishes the current step, saves it and raises
+KeyboardInterrupt.
 """
 from __future__ import annotations
 
@@ -38,7 +46,7 @@ from .chunks import ChunkSet
 from .loss import distill_loss
 from .options import TrainOptions
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 def lr_factor(progress: float, warmup: float, final: float) -> float:
@@ -66,21 +74,46 @@ def trainable_parameters(student: NnetForward) -> dict[str, torch.nn.Parameter]:
 @dataclass
 class EpochStats:
     epoch: int
-    loss: float          # mean training loss over the epoch's steps
-    lr: float            # learning rate of the last step
+    loss: float                        # mean training loss over the epoch's steps
+    lr: float                          # learning rate of the last step
+    valid_loss: float | None = None    # loss on the validation chunks after the epoch
+
+
+@dataclass
+class Best:
+    """The parameters with the lowest validation loss so far."""
+    epoch: int                         # after which epoch (0: before training)
+    loss: float
+    params: dict[str, torch.Tensor]
+
+
+def check_chunks(chunks: ChunkSet, student: NnetForward, what: str) -> None:
+    """Chunks must carry teacher targets of the student's output dimension."""
+    if chunks.targets is None:
+        raise KaldiCompressError(f"the {what} chunks have no teacher targets")
+    if chunks.targets.shape[-1] != student.output_dim:
+        raise KaldiCompressError(f"the student has {student.output_dim} outputs, the "
+                                 f"teacher {chunks.targets.shape[-1]}")
+
+
+def chunks_fingerprint(chunks: ChunkSet | None) -> list | None:
+    """Chunk and frame counts and a checksum of the targets (their first output)."""
+    if chunks is None:
+        return None
+    return [len(chunks), chunks.num_outputs, float(chunks.targets[..., 0].double().sum())]
 
 
 class Trainer:
-    """Trains ``student`` on ``chunks`` (whose ``targets`` are the teacher's outputs)."""
+    """Trains ``student`` on ``chunks`` (whose ``targets`` are the teacher's outputs),
+    keeping the best parameters on ``valid`` chunks if given."""
 
-    def __init__(self, student: NnetForward, chunks: ChunkSet, opts: TrainOptions):
+    def __init__(self, student: NnetForward, chunks: ChunkSet, opts: TrainOptions,
+                 valid: ChunkSet | None = None):
         opts.check()
-        if chunks.targets is None:
-            raise KaldiCompressError("the chunks have no teacher targets")
-        if chunks.targets.shape[-1] != student.output_dim:
-            raise KaldiCompressError(f"the student has {student.output_dim} outputs, the "
-                                     f"teacher {chunks.targets.shape[-1]}")
-        self.student, self.chunks, self.opts = student, chunks, opts
+        check_chunks(chunks, student, "training")
+        if valid is not None:
+            check_chunks(valid, student, "validation")
+        self.student, self.chunks, self.opts, self.valid = student, chunks, opts, valid
         self.params = trainable_parameters(student)
         if not self.params:
             raise KaldiCompressError("the student has no trainable parameters")
@@ -98,6 +131,7 @@ class Trainer:
         self.step = 0                  # steps done
         self.elapsed = 0.0             # seconds used by earlier runs (restored checkpoints)
         self.history: list[EpochStats] = []
+        self.best: Best | None = None  # set by validate()
         self._epoch_loss = [0.0, 0]    # running sum, count within the current epoch
         self._stop = False
 
@@ -147,6 +181,31 @@ class Trainer:
                 frames += n
         return total / max(frames, 1.0)
 
+    # --- validation and early stopping ---------------------------------------------------
+    def validate(self, epoch: int) -> float | None:
+        """The loss on the validation chunks now (None without them); keeps the
+        parameters as the best if it is lower than the best so far."""
+        if self.valid is None:
+            return None
+        loss = self.evaluate(self.valid)
+        if self.best is None or loss < self.best.loss:
+            self.best = Best(epoch, loss, {k: p.detach().clone() for k, p in self.params.items()})
+        return loss
+
+    @property
+    def stopped_early(self) -> bool:
+        """``early_stop_patience`` epochs in a row without a better validation loss."""
+        n = self.opts.early_stop_patience
+        last = self.history[-1].epoch if self.history else 0
+        return bool(n and self.best is not None and last - self.best.epoch >= n)
+
+    def restore_best(self) -> None:
+        """Put the best parameters back (nothing to do without validation chunks)."""
+        if self.best is not None:
+            with torch.no_grad():
+                for k, p in self.params.items():
+                    p.copy_(self.best.params[k])
+
     # --- the loop ------------------------------------------------------------------------
     def train(self, checkpoint: str | None = None, progress: bool = False,
               started: float | None = None, checkpoint_minutes: float = 5.0,
@@ -156,7 +215,8 @@ class Trainer:
 
         ``started``: time.monotonic() when this run began (default: now); the time
         budget counts from there plus the time of restored runs.  A checkpoint is
-        written after every epoch, every ``checkpoint_minutes`` and on Ctrl-C."""
+        written after every epoch, every ``checkpoint_minutes`` and on Ctrl-C.  With
+        validation chunks, stops early as ``early_stop_patience`` says."""
         started = time.monotonic() if started is None else started
         elapsed = lambda: self.elapsed + time.monotonic() - started  # noqa: E731
         last_save = time.monotonic()
@@ -165,9 +225,12 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=self.total_steps, initial=self.step, desc="finetune",
                        unit="step", file=sys.stderr, dynamic_ncols=True)
+        if self.best is None:
+            self.validate(0)
         restore = self._catch_interrupt()
         try:
-            while self.step < self.total_steps and self.progress(elapsed()) < 1.0:
+            while self.step < self.total_steps and self.progress(elapsed()) < 1.0 \
+                    and not self.stopped_early:
                 epoch, first = divmod(self.step, self.steps_per_epoch)
                 for idx in self.batches(epoch)[first:]:
                     lr = self.opts.lr * lr_factor(self.progress(elapsed()), self.opts.warmup,
@@ -181,27 +244,32 @@ class Trainer:
                     if on_step is not None:
                         on_step(self, loss)
                     done = self.progress(elapsed()) >= 1.0
-                    if self._stop:
-                        if checkpoint:
-                            self.save(checkpoint, elapsed())
-                        raise KeyboardInterrupt
-                    if self.step % self.steps_per_epoch == 0 or done:
-                        stats = EpochStats(epoch + 1, self._epoch_loss[0] / self._epoch_loss[1], lr)
-                        self.history.append(stats)
-                        self._epoch_loss = [0.0, 0]
-                        if on_epoch is not None:
-                            on_epoch(self, stats)
-                    if checkpoint and (self.step % self.steps_per_epoch == 0 or
+                    epoch_end = self.step % self.steps_per_epoch == 0
+                    if epoch_end or done:
+                        self._end_epoch(epoch + 1, lr, on_epoch)
+                    if checkpoint and (self._stop or epoch_end or
                                        time.monotonic() - last_save > 60 * checkpoint_minutes):
                         self.save(checkpoint, elapsed())
                         last_save = time.monotonic()
-                    if done:
+                    if self._stop:
+                        raise KeyboardInterrupt
+                    if done or self.stopped_early:
                         break
         finally:
             restore()
             if bar is not None:
                 bar.close()
         self.elapsed = elapsed()
+
+    def _end_epoch(self, epoch: int, lr: float,
+                   on_epoch: Callable[["Trainer", EpochStats], None] | None) -> None:
+        """Record the epoch's mean training loss and its validation loss."""
+        stats = EpochStats(epoch, self._epoch_loss[0] / self._epoch_loss[1], lr,
+                           self.validate(epoch))
+        self.history.append(stats)
+        self._epoch_loss = [0.0, 0]
+        if on_epoch is not None:
+            on_epoch(self, stats)
 
     def _catch_interrupt(self) -> Callable[[], None]:
         """First Ctrl-C: stop after the current step; a second one interrupts at once."""
@@ -220,9 +288,11 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------
     def fingerprint(self) -> dict:
-        """What a checkpoint must agree on: parameter shapes and the training chunks."""
+        """What a checkpoint must agree on: parameter shapes, the training and the
+        validation chunks."""
         return {"params": {k: list(p.shape) for k, p in self.params.items()},
-                "chunks": len(self.chunks), "frames": self.chunks.num_outputs,
+                "chunks": chunks_fingerprint(self.chunks),
+                "valid": chunks_fingerprint(self.valid),
                 "geometry": list(asdict(self.chunks.geometry).values())}
 
     def state_dict(self, elapsed: float | None = None) -> dict:
@@ -232,6 +302,8 @@ class Trainer:
                 "step": self.step, "elapsed": self.elapsed if elapsed is None else elapsed,
                 "epoch_loss": list(self._epoch_loss),
                 "history": [asdict(h) for h in self.history],
+                "best": None if self.best is None else
+                {"epoch": self.best.epoch, "loss": self.best.loss, "params": self.best.params},
                 "options": self.opts.schedule_dict(), "fingerprint": self.fingerprint()}
 
     def load_state_dict(self, state: dict, where: str = "checkpoint") -> None:
@@ -251,6 +323,7 @@ class Trainer:
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         self._epoch_loss = [float(state["epoch_loss"][0]), int(state["epoch_loss"][1])]
         self.history = [EpochStats(**h) for h in state["history"]]
+        self.best = None if state["best"] is None else Best(**state["best"])
 
     def save(self, path: str, elapsed: float | None = None) -> None:
         """Write a checkpoint atomically (temporary file, then rename)."""

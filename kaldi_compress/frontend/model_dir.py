@@ -14,7 +14,7 @@ from ..errors import KaldiCompressError
 from ..io.options import get_int, read_options
 from .ivector import OnlineIvectorConfig, OnlineIvectorExtractor
 from .kaldi_rand import KaldiDither
-from .mfcc import MfccConfig, wav_mfcc
+from .mfcc import MfccConfig, compute_mfcc, read_wav
 
 
 class ModelDirFrontEnd:
@@ -45,7 +45,12 @@ class ModelDirFrontEnd:
 
     def features(self, wav: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         """(MFCC frames, online i-vectors or None) of a wav file."""
-        feats = wav_mfcc(wav, self.mfcc, self.dither)
+        return self.samples_features(*read_wav(wav), str(wav))
+
+    def samples_features(self, samples: np.ndarray, rate: int, name: str = "audio"
+                         ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The same of samples (16-bit integer values) at ``rate`` Hz; ``name`` for errors."""
+        feats = compute_mfcc(samples, rate, self.mfcc, self.dither)
         if len(feats) == 0:
-            raise KaldiCompressError(f"{wav}: too short for a single frame")
+            raise KaldiCompressError(f"{name}: too short for a single frame")
         return feats, (self.ivectors.extract(feats) if self.ivectors else None)
