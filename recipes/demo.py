@@ -58,6 +58,7 @@ def default_systems(quick: bool) -> list[System]:
            System("svd-weights-0.75", "svd", {"param_ratio": 0.75, "data": False})]
     out += [System(f"svd-{r}", "svd", {"param_ratio": r, "data": True}) for r in ratios]
     out += [System(f"prune-{r}", "prune", {"param_ratio": r}) for r in (0.9, 0.8)]
+    out += [System(f"compress-{r}", "compress", {"param_ratio": r}) for r in (0.6, 0.3)]
     tune = {"max_minutes": 25 if not quick else 5}
     out += [System("svd-0.5-finetuned", "finetune", {"student": "svd-0.5", **tune}),
             System("tt-0.75", "tt", {"param_ratio": 0.75, "allow_svd": True}),
@@ -168,6 +169,15 @@ def build(system: System, args, models: Path, calibration_dirs: list[Path]) -> d
                                    max_utts=args.calibration_utts)
             prune_compress(model.nnet, PruneOptions(param_ratio=system.options["param_ratio"],
                                                     calibration=cal, progress=True))
+        elif system.method == "compress":
+            from kaldi_compress.compress.calibrate import load_calibration
+            from kaldi_compress.compress.joint import JointOptions, joint_compress
+            cal = load_calibration(vosk_korean_model_dir(), calibration_dirs,
+                                   max_utts=args.calibration_utts)
+            stages = joint_compress(model.nnet, JointOptions(
+                param_ratio=system.options["param_ratio"], calibration=cal, progress=True))
+            extra["stages"] = {s.name: {r.name: [r.rank_before, r.rank_after]
+                                        for r in s.reports} for s in stages}
         elif system.method == "tt":
             from kaldi_compress.compress.tt_compress import TtOptions, tt_compress
             reports = tt_compress(model.nnet, TtOptions(

@@ -9,9 +9,10 @@ import sys
 import warnings
 
 from ..errors import KaldiCompressError
-from . import compare, compute, copy, fidelity, finetune, info, prune, svd, tt, wer
+from . import compare, compress, compute, copy, fidelity, finetune, info, prune, svd, tt, wer
 
-COMMANDS = {"info": info, "copy": copy, "svd": svd, "tt": tt, "prune": prune, "compute": compute,
+COMMANDS = {"info": info, "copy": copy, "svd": svd, "tt": tt, "prune": prune,
+            "compress": compress, "compute": compute,
             "fidelity": fidelity, "finetune": finetune, "wer": wer, "compare": compare}
 
 

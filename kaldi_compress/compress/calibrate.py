@@ -76,6 +76,12 @@ class Calibration:
         return outs
 
 
+    def halves(self) -> tuple["Calibration", "Calibration"]:
+        """The even and the odd utterances: one half to fit on, the other to measure on."""
+        return (Calibration(self.utterances[0::2], self.compute_options),
+                Calibration(self.utterances[1::2], self.compute_options))
+
+
 def load_calibration(model_dir: str | Path, data_dirs: list[str | Path], max_utts: int = 100,
                      dither: float | None = 0.0, progress: bool | None = None) -> Calibration:
     """Features of up to ``max_utts`` wavs (shared out over ``data_dirs``)."""
@@ -97,10 +103,15 @@ def load_calibration(model_dir: str | Path, data_dirs: list[str | Path], max_utt
 
 
 def list_audio(data_dir: str | Path, max_utts: int) -> list[Path]:
+    """Up to ``max_utts`` wavs spread evenly over the directory's sorted list (files
+    i * n / max_utts): corpora sort by speaker, and the first files would be a few
+    speakers only."""
     wavs = sorted(Path(data_dir).glob("*.wav"))
     if not wavs:
         raise KaldiCompressError(f"{data_dir}: no .wav files for calibration")
-    return wavs[:max_utts] if max_utts > 0 else wavs
+    if max_utts <= 0 or max_utts >= len(wavs):
+        return wavs
+    return [wavs[i * len(wavs) // max_utts] for i in range(max_utts)]
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:

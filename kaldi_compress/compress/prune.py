@@ -206,25 +206,82 @@ def apply_width(nnet: Nnet, space: Space, keep: np.ndarray, stats: dict[str, Con
     return notes
 
 
+@dataclass
+class PrunePlan:
+    """What pruning decides from: the spaces, their consumers' statistics, unit scores."""
+    spaces: list[Space]
+    stats: dict[str, ConsumerStats] = field(repr=False)
+    scores: dict[str, np.ndarray] = field(repr=False)
+
+    def table(self, min_width: int) -> list[list[Option]]:
+        """Per space, its width options (:func:`prune_options`)."""
+        return [prune_options(s, self.scores[s.name], min_width) for s in self.spaces]
+
+
+def plan_pruning(nnet: Nnet, pattern: str, calibration) -> PrunePlan:
+    """Select the spaces matching ``pattern`` and score their units on ``calibration``."""
+    spaces = select_spaces(nnet, pattern)
+    stats = consumer_statistics(nnet, spaces, calibration)
+    return PrunePlan(spaces, stats, {s.name: unit_scores(nnet, s, stats) for s in spaces})
+
+
+def probe_width(scores: np.ndarray, min_width: int, probe_error: float) -> int:
+    """The smallest width whose relative local error sqrt(lost / total) is at most
+    ``probe_error`` (not below ``min_width``)."""
+    lost = np.concatenate([[0.0], np.cumsum(np.sort(scores))])   # lost[r]: r removed
+    ok = np.nonzero(lost <= probe_error ** 2 * max(lost[-1], 1e-30))[0]
+    return max(len(scores) - int(ok[-1]), min(min_width, len(scores)))
+
+
+def space_gains(nnet: Nnet, plan: PrunePlan, calibration, probe_error: float = 0.2,
+                refit: bool = True) -> dict[str, float]:
+    """Per space, g = E_out / e: the network's output error (over the output variance)
+    per unit of local damage e (removed scores), measured by pruning that space alone
+    to :func:`probe_width` (as :func:`.sensitivity.output_gains` does for SVD).  Measure
+    on other audio than ``plan`` was fit on: a refit judged on its own data looks
+    harmless (with fewer frames than units, exact)."""
+    from .sensitivity import OutputProbe
+    probe, gains = OutputProbe(nnet, calibration), {}
+    for s in plan.spaces:
+        sc = plan.scores[s.name]
+        w = probe_width(sc, 1, probe_error)
+        local = float(np.sort(sc)[:s.dim - w].sum())
+        if w >= s.dim or local <= 0:
+            continue
+        work = nnet.copy()
+        apply_width(work, s, kept_dims(sc, w), plan.stats, refit, _bottlenecks(work))
+        gains[s.name] = probe.error(work) / local
+    return gains
+
+
+def _bottlenecks(nnet: Nnet) -> dict[str, Unit]:
+    return {u.node: u for u in find_units(nnet) if u.is_bottleneck}
+
+
 def prune_compress(nnet: Nnet, opts: PruneOptions) -> list[LayerReport]:
     """Prune ``nnet`` in place; one report row per width space considered."""
     opts.check()
     if opts.calibration is None:
         raise KaldiCompressError("pruning needs calibration data (--calibration-data and "
                                  "--model-dir)")
-    spaces = select_spaces(nnet, opts.components)
-    stats = consumer_statistics(nnet, spaces, opts.calibration)
-    scores = {s.name: unit_scores(nnet, s, stats) for s in spaces}
+    plan = plan_pruning(nnet, opts.components, opts.calibration)
     if opts.budget:
-        table = [prune_options(s, scores[s.name], opts.min_width) for s in spaces]
-        widths = {s.name: o.rank for s, o in zip(spaces, within_budget(nnet, spaces, table, opts))}
+        chosen = within_budget(nnet, plan.spaces, plan.table(opts.min_width), opts)
+        widths = {s.name: o.rank for s, o in zip(plan.spaces, chosen)}
     else:
         widths = {s.name: max(min(opts.min_width, s.dim), int(round(opts.keep_fraction * s.dim)))
-                  for s in spaces}
-    bottlenecks = {u.node: u for u in find_units(nnet) if u.is_bottleneck}
+                  for s in plan.spaces}
+    return apply_widths(nnet, plan, widths, opts.refit)
+
+
+def apply_widths(nnet: Nnet, plan: PrunePlan, widths: dict[str, int],
+                 refit: bool = True) -> list[LayerReport]:
+    """Prune every space of ``plan`` to ``widths[space]`` in place (keeping its units of
+    highest score); one report row per space."""
+    bottlenecks = _bottlenecks(nnet)
     reports = []
-    for s in spaces:
-        w, sc = widths[s.name], scores[s.name]
+    for s in plan.spaces:
+        w, sc = widths[s.name], plan.scores[s.name]
         total = float(sc.sum())
         label = s.name + (f" (+{len(s.producers) - 1} layers)" if len(s.producers) > 1 else "")
         if w >= s.dim:
@@ -234,7 +291,7 @@ def prune_compress(nnet: Nnet, opts: PruneOptions) -> list[LayerReport]:
         keep = kept_dims(sc, w)
         lost = float(np.sort(sc)[:s.dim - w].sum())
         werr = _column_error(nnet, s, keep)
-        notes = apply_width(nnet, s, keep, stats, opts.refit, bottlenecks)
+        notes = apply_width(nnet, s, keep, plan.stats, refit, bottlenecks)
         reports.append(LayerReport(label, "prune", "width", f"{s.dim} units", s.params_before,
                                    s.params_at(w), werr, float(np.sqrt(lost / max(total, 1e-30))),
                                    s.dim, w, note="; ".join(notes)))

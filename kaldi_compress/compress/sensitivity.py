@@ -28,12 +28,26 @@ def probe_rank(fit: Fit, full_rank: int, probe_error: float) -> int:
     return full_rank - 1
 
 
+class OutputProbe:
+    """The original network's outputs on calibration audio, to measure another's
+    E_out: mean squared output difference over the original's output variance."""
+
+    def __init__(self, nnet: Nnet, calibration):
+        self.calibration = calibration
+        self.base = calibration.run(nnet)
+        self.variance = float(np.concatenate(self.base).astype(np.float64).var(0).mean())
+
+    def error(self, other: Nnet) -> float:
+        outs = self.calibration.run(other)
+        err = np.mean([float(((a.astype(np.float64) - b) ** 2).mean())
+                       for a, b in zip(self.base, outs)])
+        return float(err) / self.variance
+
+
 def output_gains(nnet: Nnet, stats: dict, calibration, probe_error: float = 0.2,
                  progress: bool = False) -> dict[str, float]:
     """g_u per unit name, for units with calibration statistics."""
-    outputs = calibration.run
-    base = outputs(nnet)
-    variance = float(np.concatenate(base).astype(np.float64).var(0).mean())
+    probe = OutputProbe(nnet, calibration)
     units = [u for u in find_units(nnet) if u.node in stats and u.full_rank > 1]
     if progress:
         from tqdm import tqdm
@@ -41,14 +55,12 @@ def output_gains(nnet: Nnet, stats: dict, calibration, probe_error: float = 0.2,
     gains = {}
     for u in units:
         work = nnet.copy()
-        probe = next(x for x in find_units(work) if x.name == u.name)
-        fit = fit_unit(work, probe, stats[u.node])
-        k = probe_rank(fit, probe.full_rank, probe_error)
+        unit = next(x for x in find_units(work) if x.name == u.name)
+        fit = fit_unit(work, unit, stats[u.node])
+        k = probe_rank(fit, unit.full_rank, probe_error)
         local = fit.spec.discarded(k) * fit.damage_scale
         if local <= 0:
             continue
-        apply_rank(work, probe, fit, k, stats[u.node])
-        other = outputs(work)
-        err = np.mean([float(((a.astype(np.float64) - b) ** 2).mean()) for a, b in zip(base, other)])
-        gains[u.name] = err / variance / local
+        apply_rank(work, unit, fit, k, stats[u.node])
+        gains[u.name] = probe.error(work) / local
     return gains

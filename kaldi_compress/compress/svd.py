@@ -44,11 +44,12 @@ class SvdOptions(CompressOptions):
 
 def svd_options(unit: Unit, fit: Fit, weight: float = 1.0, min_rank: int = 1) -> list[Option]:
     """The unit's SVD choices: unchanged, or any rank k whose rewrite saves parameters,
-    with damage ``weight * fit.damage_scale * sum_{i>k} s_i^2``."""
+    with damage ``weight * fit.damage_scale * sum_{i>k} s_i^2`` (k at most the number of
+    singular values: a bottleneck may be wider than its pruned outputs)."""
     e = fit.spec.energy
     tail = np.concatenate([np.cumsum(e[::-1])[::-1], [0.0]]) * fit.damage_scale
     opts = [Option(unit.full_rank, unit.params_before, 0.0)]
-    for k in range(max(1, min_rank), unit.full_rank):
+    for k in range(max(1, min_rank), min(unit.full_rank, len(e) + 1)):
         p = unit.params_at(k)
         if p < unit.params_before:
             opts.append(Option(k, p, weight * float(tail[k])))
@@ -65,12 +66,7 @@ def svd_compress(nnet: Nnet, opts: SvdOptions) -> list[LayerReport]:
         from .calibrate import closed_loop_stats, record_original, unit_statistics
         from .sensitivity import output_gains
         stats = unit_statistics(nnet, cal)
-        unreached = [u for u in units if u.kind is not UnitKind.TDNN and u.node not in stats]
-        if unreached:
-            warnings.warn(f"{', '.join(u.name for u in unreached)}: not computed for 'output' "
-                          "(a training-only branch such as xent?), left as they are; "
-                          "'kaldi-compress copy --prepare-for-test' removes them")
-            units = [u for u in units if u not in unreached]
+        units = reached_units(units, stats)
         if opts.closed_loop:
             recorder = record_original(nnet, cal, [u for u in units if u.node in stats])
     shapes = {u.name: unit_shape(nnet, u) for u in units}
@@ -100,6 +96,30 @@ def svd_compress(nnet: Nnet, opts: SvdOptions) -> list[LayerReport]:
                                    shapes[u.name], u.params_before, after, werr, oerr,
                                    rank_before=u.full_rank, rank_after=k))
     return reports
+
+
+def reached_units(units: list[Unit], stats: dict) -> list[Unit]:
+    """The units calibration computed (TDNN units need none); a warning names the rest."""
+    unreached = [u for u in units if u.kind is not UnitKind.TDNN and u.node not in stats]
+    if unreached:
+        warnings.warn(f"{', '.join(u.name for u in unreached)}: not computed for 'output' "
+                      "(a training-only branch such as xent?), left as they are; "
+                      "'kaldi-compress copy --prepare-for-test' removes them")
+    return [u for u in units if u not in unreached]
+
+
+def data_aware_table(nnet: Nnet, pattern: str, calibration,
+                     progress: bool = False) -> tuple[list[Unit], list[list[Option]]]:
+    """The units matching ``pattern`` and their SVD options as the data-aware budget of
+    :func:`svd_compress` prices them: local damage times the unit's measured output gain
+    (:func:`.sensitivity.output_gains`), i.e. predicted network output error."""
+    from .calibrate import unit_statistics
+    from .sensitivity import output_gains
+    stats = unit_statistics(nnet, calibration)
+    units = reached_units(select_units(nnet, pattern), stats)
+    gains = output_gains(nnet, stats, calibration, progress=progress)
+    return units, [svd_options(u, fit_unit(nnet, u, stats.get(u.node)), gains.get(u.name, 1.0))
+                   for u in units]
 
 
 def _choose_ranks(nnet: Nnet, units: list[Unit], fits: dict[str, Fit], opts: SvdOptions,
