@@ -4,8 +4,6 @@ dimensions; bad options fail in one line; Vosk decodes the result."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -16,7 +14,7 @@ from kaldi_compress.compress.prune import (PruneOptions, plan_pruning, probe_wid
                                            prune_compress, space_gains)
 from kaldi_compress.compress.svd import SvdOptions, svd_compress
 from models import reread
-from test_prune import sum_dims_agree
+from test_prune import run_cli, sum_dims_agree
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +69,6 @@ def test_space_gains_are_positive_and_widths_follow_the_budget(prepared, calibra
     total = prepared.nnet.num_parameters
     widths = [[o.rank for o in choose(table, int(r * total), fixed)] for r in (0.7, 0.8, 0.9)]
     assert all(a <= b for w1, w2 in zip(widths, widths[1:]) for a, b in zip(w1, w2))
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "kaldi_compress", *map(str, args)],
-                          capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("args,msg", [
