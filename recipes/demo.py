@@ -1,18 +1,26 @@
 """The embedded end-to-end demo: compress the Korean Vosk model, decode, report.
 
-For each system of the sweep (the prepared model; Kaldi's own apply-svd; SVD at
-several parameter budgets, weights-only and data-aware; tensor-train and
-fine-tuned variants when available) it writes ``OUT/models/NAME.mdl``, decodes
-the speech directory with Vosk (the original graph; only the acoustic model
-changes), and scores it: CER against the transcripts (Korean: characters, spaces
-removed) and, always, "agreement" -- the CER of the system's hypotheses against
-the prepared model's.  Results go to ``OUT/results.md`` (table),
-``OUT/results.json`` and ``OUT/cer_vs_params.png``.
+For each system (the default run: the prepared model; Kaldi's own apply-svd;
+pruning and the joint budget method without fine-tuning; the joint method at 0.5x
+with a short distillation; tensor-train -- ``--full`` adds the long sweep) it
+writes ``OUT/models/NAME.mdl``, decodes the scoring audio with Vosk (the original
+graph; only the acoustic model changes), and scores it: CER against the
+transcripts (Korean: characters, spaces removed) and, always, "agreement" -- the
+CER of the system's hypotheses against the prepared model's.  Results go to
+``OUT/results.md`` (table), ``OUT/results.json`` and ``OUT/cer_vs_params.png``.
+
+Tuning audio (calibration and fine-tuning) and scoring audio are disjoint: with
+``../shared/data`` it tunes on ``ko_wide_train`` and scores on ``ko_wide_dev``;
+with ``--data DIR`` alone (no ``--calibration``) it splits DIR, every other file,
+into a tuning part and a scoring part; without ``../shared`` (research data end
+users do not have) it synthesises a small Korean set with espeak-ng, splits it the
+same way and reports agreement only.  Fine-tuning keeps a part of the tuning audio
+apart to pick its best epoch.  A system whose tuning audio meets the scored audio
+(the same wav files, through any path or link) is an error.
 
 Resumable: a finished model or decode is not redone; every file is written
 through a temporary file and a rename, so an interrupted run leaves no broken
-file.  Without ``../shared/data/ko_wide_dev`` (research data end users do not
-have) it synthesises a small Korean set with espeak-ng and reports agreement only.
+file; an output directory keeps the data sets it was started with.
 """
 from __future__ import annotations
 
@@ -20,7 +28,9 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
+import threading
 import time
 import wave
 from dataclasses import dataclass
@@ -44,31 +54,181 @@ SYNTH_SENTENCES = [
 @dataclass
 class System:
     name: str
-    method: str          # prepared | kaldi-svd | svd | prune | tt | finetune
+    method: str          # prepared | kaldi-svd | svd | prune | compress | tt | finetune
     options: dict
+    decode: bool = True  # False: only built, as the student of a fine-tuned system
+
+    @property
+    def calibrated(self) -> bool:
+        return self.method in ("prune", "compress") or \
+            (self.method == "svd" and self.options["data"])
 
 
-def default_systems(quick: bool) -> list[System]:
-    """The sweep: the baseline, Kaldi's apply-svd, SVD budgets (weights-only and
-    data-aware), tensor-train, and a fine-tuned SVD model."""
-    ratios = [0.75, 0.5] if quick else [0.9, 0.75, 0.6, 0.5, 0.4]
+def default_systems(full: bool = False) -> list[System]:
+    """The default run: the baseline, Kaldi's apply-svd, the best systems without
+    fine-tuning (pruning, the joint budget method), the joint method at 0.5x with a
+    short distillation, and tensor-train.  ``full``: the long sweep (SVD budgets
+    weights-only and data-aware, more budgets, 25-minute fine-tunings, TT variants)."""
     out = [System("prepared", "prepared", {}),
            System("kaldi-apply-svd-e0.9", "kaldi-svd",
-                  {"energy_threshold": 0.9, "shrinkage_threshold": 0.8}),
-           System("svd-weights-0.75", "svd", {"param_ratio": 0.75, "data": False})]
-    out += [System(f"svd-{r}", "svd", {"param_ratio": r, "data": True}) for r in ratios]
-    out += [System(f"prune-{r}", "prune", {"param_ratio": r}) for r in (0.9, 0.8)]
-    out += [System(f"compress-{r}", "compress", {"param_ratio": r}) for r in (0.6, 0.3)]
-    tune = {"max_minutes": 25 if not quick else 5}
-    out += [System("svd-0.5-finetuned", "finetune", {"student": "svd-0.5", **tune}),
-            System("tt-0.75", "tt", {"param_ratio": 0.75, "allow_svd": True}),
-            System("tt-0.75-finetuned", "finetune", {"student": "tt-0.75", **tune}),
-            System("tt-only-0.75", "tt", {"param_ratio": 0.75, "allow_svd": False}),
-            System("tt-only-0.75-finetuned", "finetune", {"student": "tt-only-0.75", **tune})]
-    if not quick:
-        out += [System("tt-0.5", "tt", {"param_ratio": 0.5, "allow_svd": True}),
+                  {"energy_threshold": 0.9, "shrinkage_threshold": 0.8})]
+    if full:
+        out.append(System("svd-weights-0.75", "svd", {"param_ratio": 0.75, "data": False}))
+        out += [System(f"svd-{r}", "svd", {"param_ratio": r, "data": True})
+                for r in (0.9, 0.75, 0.6, 0.5, 0.4)]
+        out.append(System("prune-0.9", "prune", {"param_ratio": 0.9}))
+    out.append(System("prune-0.8", "prune", {"param_ratio": 0.8}))
+    out += [System(f"compress-{r}", "compress", {"param_ratio": r}, decode=full or r != 0.5)
+            for r in ((0.6, 0.5, 0.3) if full else (0.6, 0.5))]
+    tune = {"max_minutes": 25 if full else 4}
+    out.append(System("compress-0.5-finetuned", "finetune", {"student": "compress-0.5", **tune}))
+    if full:
+        out.append(System("svd-0.5-finetuned", "finetune", {"student": "svd-0.5", **tune}))
+    out.append(System("tt-0.75", "tt", {"param_ratio": 0.75, "allow_svd": True}))
+    if full:
+        out += [System("tt-0.75-finetuned", "finetune", {"student": "tt-0.75", **tune}),
+                System("tt-only-0.75", "tt", {"param_ratio": 0.75, "allow_svd": False}),
+                System("tt-only-0.75-finetuned", "finetune",
+                       {"student": "tt-only-0.75", **tune}),
+                System("tt-0.5", "tt", {"param_ratio": 0.5, "allow_svd": True}),
                 System("tt-only-0.9", "tt", {"param_ratio": 0.9, "allow_svd": False})]
     return out
+
+
+def select_systems(systems: list[System], wanted: str | None) -> list[System]:
+    """``--systems``: the named systems, the baseline, and the students of the named
+    fine-tuned systems (built, not decoded, unless named)."""
+    if not wanted:
+        return systems
+    names = set(wanted.split(","))
+    unknown = names - {s.name for s in systems}
+    if unknown:
+        sys.exit(f"demo: unknown system(s) {', '.join(sorted(unknown))}; this run has "
+                 f"{', '.join(s.name for s in systems)} (--full has more)")
+    students = {s.options["student"] for s in systems if s.name in names and s.method == "finetune"}
+    return [s if s.name in names or s.name == "prepared" else dataclasses.replace(s, decode=False)
+            for s in systems if s.name in names | students | {"prepared"}]
+
+
+# --- data: scoring audio and tuning audio, never the same --------------------------------
+
+@dataclass
+class DataSets:
+    scored_on: Path               # the speech dir decoded and scored
+    refs: dict[str, str] | None   # its transcripts (None: agreement only)
+    tuning: list[Path]            # where calibration and fine-tuning audio comes from
+    fit: Path                     # the tuning audio minus `valid`: calibration reads it
+    finetune: Path                # a part of `fit`: fine-tuning trains on it
+    valid: Path                   # a part of the tuning audio: fine-tuning validates on it
+    note: str                     # how the sets were chosen
+
+    def read_by(self, system: System, student: System | None = None) -> list[Path]:
+        """The directories a system's calibration and fine-tuning read."""
+        if system.method == "finetune":
+            return [self.finetune, self.valid] + (self.read_by(student) if student else [])
+        return [self.fit] if system.calibrated else []
+
+    def tuned_on(self, read: list[Path]) -> list[str]:
+        """What a system's ``tuned_on`` says: the tuning dirs, if it read any of them."""
+        return [str(d) for d in self.tuning] if read else []
+
+
+def wav_paths(dirs: list[Path]) -> list[Path]:
+    return [w for d in dirs for w in sorted(Path(d).glob("*.wav"))]
+
+
+def check_held_out(tuned: list[Path], scored: Path) -> None:
+    """Error if any wav of the ``tuned`` dirs is a wav of ``scored`` (resolved paths)."""
+    from kaldi_compress.errors import KaldiCompressError
+    scored_wavs = {w.resolve() for w in wav_paths([scored])}
+    both = sorted(str(w) for w in wav_paths(tuned) if w.resolve() in scored_wavs)
+    if both:
+        raise KaldiCompressError(
+            f"{len(both)} wav(s) of the tuning audio ({', '.join(map(str, tuned))}) are "
+            f"scored audio ({scored}), e.g. {both[0]}: a system must never be scored on "
+            "audio it was tuned on")
+
+
+def spread(items: list, n: int) -> list:
+    """``n`` items spread evenly over the list (corpora sort by speaker)."""
+    if n <= 0 or n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
+
+
+def split_alternate(wavs: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(tuning, scoring): the sorted files alternately, the first one tuning."""
+    wavs = sorted(wavs)
+    return wavs[0::2], wavs[1::2]
+
+
+def link_dir(path: Path, wavs: list[Path]) -> Path:
+    """A directory of symbolic links to ``wavs`` (kept if it already holds exactly them;
+    else made beside it and renamed into place)."""
+    if not wavs:
+        sys.exit(f"demo: {path}: no audio for this part")
+    names = [w.name for w in wavs]
+    if len(set(names)) < len(names):
+        names = [f"{w.parent.name}-{w.name}" for w in wavs]
+    links = dict(zip(names, (w.resolve() for w in wavs)))
+    if path.is_dir() and {p.name: p.resolve() for p in path.glob("*.wav")} == links:
+        return path
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, target in links.items():
+        (tmp / name).symlink_to(target)
+    shutil.rmtree(path, ignore_errors=True)
+    os.rename(tmp, path)
+    return path
+
+
+def data_sets(args, out: Path) -> DataSets:
+    """The scored dir and the tuning dirs (see the module docstring), and the parts of the
+    tuning audio for calibration, fine-tuning and its validation (links in OUT/tuning)."""
+    dev, train = SHARED / "data" / "ko_wide_dev", SHARED / "data" / "ko_wide_train"
+    data = Path(args.data) if args.data else dev if dev.is_dir() else synthesize(out / "synth")
+    refs = None
+    if (data / "text").is_file() and not args.agreement_only and data.name != "synth":
+        from kaldi_compress.io.tables import read_transcripts
+        refs = read_transcripts(str(data / "text"))
+    if args.calibration:
+        scored, tuning = data, [Path(d) for d in args.calibration]
+        note = f"tuning on --calibration {', '.join(map(str, tuning))}, scoring on {data}"
+    elif not args.data and data == dev and train.is_dir():
+        scored, tuning = data, [train]
+        note = f"tuning on {train}, scoring on {data}"
+    else:
+        tune_wavs, score_wavs = split_alternate(wav_paths([data]))
+        split = out / "split"
+        tuning = [link_dir(split / f"{data.name}-tune", tune_wavs)]
+        scored = link_dir(split / f"{data.name}-score", score_wavs)
+        if refs:
+            refs = {w.stem: refs[w.stem] for w in score_wavs if w.stem in refs}
+        note = (f"split {data} (every other file): tuning on {len(tune_wavs)} utterances "
+                f"({tuning[0]}), scoring on the other {len(score_wavs)} ({scored})")
+    check_held_out(tuning, scored)
+    wavs = wav_paths(tuning)
+    valid = spread(wavs, max(1, min(args.valid_utts, len(wavs) // 5)))
+    held = set(valid)
+    fit = [w for w in wavs if w not in held]
+    parts = out / "tuning"
+    return DataSets(scored, refs, tuning, link_dir(parts / "fit", fit),
+                    link_dir(parts / "finetune", spread(fit, args.finetune_utts)),
+                    link_dir(parts / "valid", valid), note)
+
+
+def check_same_sets(out: Path, sets: DataSets) -> None:
+    """An output directory keeps the scoring and tuning audio it was started with."""
+    path = out / "sets.json"
+    now = {"scored_on": str(sets.scored_on), "tuning": [str(d) for d in sets.tuning],
+           "sets": sets.note}
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != now:
+            sys.exit(f"demo: {out} was started with {before}, not {now}: use another --out")
+    else:
+        atomic_write_text(path, json.dumps(now, ensure_ascii=False, indent=1))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -77,25 +237,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     write_output(str(path), [text.encode("utf-8")])
 
 
-def prepare_data(args) -> tuple[Path, dict[str, str] | None]:
-    """(speech dir, transcripts or None): --data, the shared Korean set, or a synthetic one."""
-    if args.data:
-        data = Path(args.data)
-    elif (SHARED / "data" / "ko_wide_dev").is_dir():
-        data = SHARED / "data" / "ko_wide_dev"
-    else:
-        data = synthesize(Path(args.out) / "synth")
-    from kaldi_compress.io.tables import read_transcripts
-    text = data / "text"
-    refs = read_transcripts(str(text)) if text.is_file() and not args.agreement_only else None
-    if data.parent.name == "synth" or data.name == "synth":
-        refs = None
-    return data, refs
-
-
 def synthesize(out: Path) -> Path:
     """A small Korean speech set made with espeak-ng (16 kHz mono wavs)."""
-    import shutil
     import subprocess
     from scipy.signal import resample_poly
     if shutil.which("espeak-ng") is None:
@@ -122,7 +265,117 @@ def synthesize(out: Path) -> Path:
     return out
 
 
-def build(system: System, args, models: Path, calibration_dirs: list[Path]) -> dict:
+# --- one bar for the whole run ------------------------------------------------------------
+
+# Rough seconds of each step on 2 idle cores (the ETA weights; calibration features
+# are counted in the first calibrated build).
+BUILD_SECONDS = {"prepared": 2, "kaldi-svd": 5, "svd": 100, "prune": 40, "compress": 100,
+                 "tt": 60}
+DECODE_SECONDS = 90
+
+
+def build_seconds(system: System) -> float:
+    if system.method == "finetune":
+        return 60 * system.options["max_minutes"] + 60
+    if system.method == "svd" and not system.options["data"]:
+        return 5
+    return BUILD_SECONDS[system.method]
+
+
+class RunBar:
+    """One tqdm bar over the run's steps, weighted by their expected seconds: the current
+    step and an ETA (the expected seconds left, scaled by how this run has kept to them).
+    On a terminal it moves within a step too; otherwise it prints one line a step."""
+
+    def __init__(self, steps: list[tuple[str, float, bool]]):
+        from tqdm import tqdm
+        self.tty = sys.stderr.isatty()
+        self.total = sum(w for _, w, _ in steps)
+        self.done = sum(w for _, w, done in steps if done)
+        self.todo = sum(1 for *_, done in steps if not done)
+        self.count, self.weight, self.label = 0, 0.0, ""
+        self.run_weight, self.run_seconds = 0.0, 0.0    # this run's finished steps
+        self.started = time.monotonic()
+        self.step_started = self.started
+        self.bar = tqdm(total=round(self.total), initial=round(self.done), file=sys.stderr
+                        if self.tty else open(os.devnull, "w"), position=0, dynamic_ncols=True,
+                        bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}{postfix}")
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        if self.tty:
+            threading.Thread(target=self._tick, daemon=True).start()
+
+    def speed(self) -> float:
+        """Seconds this run takes per expected second (1 until a minute has been seen)."""
+        return self.run_seconds / self.run_weight if self.run_seconds > 60 else 1.0
+
+    def _show(self) -> None:
+        now = time.monotonic()
+        into = min((now - self.step_started) / self.speed(), 0.95 * self.weight)
+        left = max(0.0, self.total - self.done - into) * self.speed()
+        self.bar.n = round(self.done + into)
+        self.bar.set_description_str(f"demo [{self.count}/{self.todo}] {self.label}",
+                                     refresh=False)
+        self.bar.set_postfix_str(f"ETA {time.strftime('%H:%M:%S', time.gmtime(left))}",
+                                 refresh=False)
+        self.bar.refresh()
+
+    def _tick(self) -> None:
+        while not self.stop.wait(2.0):
+            with self.lock:
+                self._show()
+
+    def start(self, label: str, weight: float) -> None:
+        with self.lock:
+            self.count += 1
+            self.label, self.weight, self.step_started = label, weight, time.monotonic()
+            self._show()
+            if not self.tty:
+                print(self.bar, file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.run_seconds += time.monotonic() - self.step_started
+            self.run_weight += self.weight
+            self.done += self.weight
+            self.weight = 0.0
+            self._show()
+
+    def close(self) -> None:
+        self.stop.set()
+        with self.lock:
+            self.label = "done"
+            self._show()
+            self.bar.close()
+        if not self.tty:
+            print(self.bar, file=sys.stderr, flush=True)
+
+
+def say(msg: str) -> None:
+    """A line on stderr that does not break the bars."""
+    from tqdm import tqdm
+    tqdm.write(msg, file=sys.stderr)
+
+
+# --- building, decoding, reporting --------------------------------------------------------
+
+class Calibrations:
+    """Calibration features, loaded once per run for every calibrated system."""
+
+    def __init__(self, sets: DataSets, max_utts: int):
+        self.sets, self.max_utts, self.cal = sets, max_utts, None
+
+    def get(self):
+        if self.cal is None:
+            from kaldi_compress.compress.calibrate import load_calibration
+            from kaldi_compress.evaluate.vosk_decode import vosk_korean_model_dir
+            self.cal = load_calibration(vosk_korean_model_dir(), [self.sets.fit],
+                                        max_utts=self.max_utts)
+        return self.cal
+
+
+def build(system: System, models: Path, sets: DataSets, cals: Calibrations,
+          tuned_on: list[str]) -> dict:
     """Write OUT/models/NAME.mdl (and NAME.json) unless present."""
     from kaldi_compress import read_model, write_model
     from kaldi_compress.evaluate.vosk_decode import vosk_korean_model_dir
@@ -132,6 +385,7 @@ def build(system: System, args, models: Path, calibration_dirs: list[Path]) -> d
     if out.exists() and info_path.exists():
         return json.loads(info_path.read_text())
     t = time.perf_counter()
+    inner = sys.stderr.isatty()     # inner bars only on a terminal
     extra = {}
     if system.method == "finetune":
         from kaldi_compress.errors import KaldiCompressError
@@ -140,55 +394,52 @@ def build(system: System, args, models: Path, calibration_dirs: list[Path]) -> d
         job = FinetuneJob(str(models / "prepared.mdl"),
                           str(models / f"{system.options['student']}.mdl"), str(out),
                           model_dir=str(vosk_korean_model_dir()), dither=0.0,
-                          data=[str(d) for d in calibration_dirs],
+                          data=[str(sets.finetune)], valid_data=[str(sets.valid)],
                           train=dataclasses.replace(default_train_options(), **opts),
-                          resume=Path(f"{out}.ckpt").exists(), progress=sys.stderr.isatty())
+                          resume=Path(f"{out}.ckpt").exists(), progress=inner)
         try:
             finetune(job)
         except KaldiCompressError as e:
             sys.exit(f"demo: fine-tuning {system.name} failed: {e}")
         model = read_model(str(out))
+        extra["finetune_utts"] = len(wav_paths([sets.finetune]))
+        extra["valid_utts"] = len(wav_paths([sets.valid]))
     else:
         model = read_model(str(vosk_korean_model_dir() / "am" / "final.mdl"))
         prepare_for_test(model.nnet)
+        if system.calibrated:
+            extra["calibration_utts"] = len(cals.get().utterances)
         if system.method == "kaldi-svd":
             from kaldi_compress.compress.kaldi_svd import apply_svd_kaldi
             apply_svd_kaldi(model.nnet, "*", **system.options)
         elif system.method == "svd":
-            from kaldi_compress.compress.calibrate import load_calibration
             from kaldi_compress.compress.svd import SvdOptions, svd_compress
-            cal = load_calibration(vosk_korean_model_dir(), calibration_dirs,
-                                   max_utts=args.calibration_utts) \
-                if system.options["data"] else None
-            svd_compress(model.nnet, SvdOptions(param_ratio=system.options["param_ratio"],
-                                                calibration=cal, progress=True))
+            svd_compress(model.nnet, SvdOptions(
+                param_ratio=system.options["param_ratio"],
+                calibration=cals.get() if system.calibrated else None, progress=inner))
         elif system.method == "prune":
-            from kaldi_compress.compress.calibrate import load_calibration
             from kaldi_compress.compress.prune import PruneOptions, prune_compress
-            cal = load_calibration(vosk_korean_model_dir(), calibration_dirs,
-                                   max_utts=args.calibration_utts)
             prune_compress(model.nnet, PruneOptions(param_ratio=system.options["param_ratio"],
-                                                    calibration=cal, progress=True))
+                                                    calibration=cals.get(), progress=inner))
         elif system.method == "compress":
-            from kaldi_compress.compress.calibrate import load_calibration
             from kaldi_compress.compress.joint import JointOptions, joint_compress
-            cal = load_calibration(vosk_korean_model_dir(), calibration_dirs,
-                                   max_utts=args.calibration_utts)
             stages = joint_compress(model.nnet, JointOptions(
-                param_ratio=system.options["param_ratio"], calibration=cal, progress=True))
+                param_ratio=system.options["param_ratio"], calibration=cals.get(),
+                progress=inner))
             extra["stages"] = {s.name: {r.name: [r.rank_before, r.rank_after]
                                         for r in s.reports} for s in stages}
         elif system.method == "tt":
             from kaldi_compress.compress.tt_compress import TtOptions, tt_compress
             reports = tt_compress(model.nnet, TtOptions(
                 param_ratio=system.options["param_ratio"],
-                allow_svd=system.options["allow_svd"], progress=True))
+                allow_svd=system.options["allow_svd"], progress=inner))
             # how many layers the budget gave TT, SVD, or left alone
             extra["layers"] = {m: sum(r.method == m for r in reports)
                                for m in ("tt", "svd", "kept")}
         write_model(model, str(out))
     info = {"name": system.name, "method": system.method, "options": system.options,
-            "num_parameters": model.nnet.num_parameters, "size_bytes": out.stat().st_size,
+            "tuned_on": tuned_on, "num_parameters": model.nnet.num_parameters,
+            "size_bytes": out.stat().st_size,
             "build_seconds": round(time.perf_counter() - t, 1), **extra}
     atomic_write_text(info_path, json.dumps(info, indent=1))
     return info
@@ -202,8 +453,11 @@ def decode_system(name: str, models: Path, decodes: Path, data: Path, jobs: int)
         return json.loads(path.read_text())
     vdir = model_dir_with_am(vosk_korean_model_dir(), models / f"{name}.mdl",
                              decodes / "vosk" / name)
-    r = decode(vdir, list_wavs(data), jobs=jobs, progress=True, desc=f"decode {name}")
-    result = {"hyps": r.hyps, "rtf": r.rtf, "audio_seconds": r.audio_seconds}
+    t = time.perf_counter()
+    r = decode(vdir, list_wavs(data), jobs=jobs, progress=sys.stderr.isatty(),
+               desc=f"decode {name}")
+    result = {"hyps": r.hyps, "rtf": r.rtf, "audio_seconds": r.audio_seconds,
+              "decode_seconds": round(time.perf_counter() - t, 1)}
     atomic_write_text(path, json.dumps(result, ensure_ascii=False, indent=0))
     return result
 
@@ -211,88 +465,130 @@ def decode_system(name: str, models: Path, decodes: Path, data: Path, jobs: int)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "out" / "demo"))
-    ap.add_argument("--data", help="speech dir (*.wav + text); default ../shared/data/ko_wide_dev")
+    ap.add_argument("--data", help="speech dir (*.wav + text) to score on (default "
+                    "../shared/data/ko_wide_dev); alone, it is split into a tuning and a "
+                    "scoring part")
     ap.add_argument("--calibration", action="append", default=[],
-                    help="unlabeled in-domain wav dirs for data-aware SVD, pruning and "
-                    "fine-tuning (default: ../shared/data/ko_wide_train when present, else "
-                    "the speech dir itself -- transductive, with a warning)")
-    ap.add_argument("--calibration-utts", type=int, default=120)
-    ap.add_argument("--finetune-data", action="append", default=[],
-                    help="unlabeled wav dirs for fine-tuning (default: the calibration dirs "
-                    "and ../shared/data/kspon_ko when present)")
-    ap.add_argument("--systems", help="comma-separated subset of the sweep's system names")
-    ap.add_argument("--quick", action="store_true", help="a shorter sweep")
+                    help="unlabeled in-domain wav dirs for calibration and fine-tuning "
+                    "(default: ../shared/data/ko_wide_train with ko_wide_dev, else the "
+                    "tuning part of the split); must not share audio with the scored dir")
+    ap.add_argument("--calibration-utts", type=int, default=60,
+                    help="calibration utterances, spread over the tuning audio")
+    ap.add_argument("--finetune-utts", type=int, default=150,
+                    help="fine-tuning utterances, spread over the tuning audio")
+    ap.add_argument("--valid-utts", type=int, default=30,
+                    help="tuning utterances kept apart to pick the fine-tuning's best epoch")
+    ap.add_argument("--systems", help="comma-separated subset of the run's system names")
+    ap.add_argument("--full", action="store_true",
+                    help="the long sweep (one to two hours on 2 cores) instead of the default")
     ap.add_argument("--agreement-only", action="store_true",
                     help="ignore transcripts; report agreement with the baseline only")
     ap.add_argument("--jobs", type=int, default=2, help="decoding processes")
     args = ap.parse_args()
+    from kaldi_compress.errors import KaldiCompressError
+    try:
+        run(args)
+    except KaldiCompressError as e:
+        sys.exit(f"demo: {e}")
 
-    from kaldi_compress.evaluate.plots import Point, wer_vs_params_plot
+
+def run(args) -> None:
     from kaldi_compress.evaluate.scoring import korean_normalize, score
     out = Path(args.out)
     models, decodes = out / "models", out / "decode"
     models.mkdir(parents=True, exist_ok=True)
     decodes.mkdir(parents=True, exist_ok=True)
-    data, refs = prepare_data(args)
-    train = SHARED / "data" / "ko_wide_train"
-    cal_dirs = [Path(d) for d in args.calibration] or ([train] if train.is_dir() else [data])
-    if data in cal_dirs:
-        print("demo: warning: calibrating on the speech that is scored (transductive); "
-              "give --calibration with other audio of the same domain", file=sys.stderr)
-    tune_dirs = [Path(d) for d in args.finetune_data] or cal_dirs + \
-        [d for d in [SHARED / "data" / "kspon_ko"] if d.is_dir() and d not in cal_dirs]
-    systems = default_systems(args.quick)
-    if args.systems:
-        wanted = args.systems.split(",")
-        systems = [s for s in systems if s.name in wanted or s.name == "prepared"]
-    print(f"demo: speech {data} ({'CER' if refs else 'agreement only'}), "
-          f"calibration {', '.join(map(str, cal_dirs))}, output {out}", file=sys.stderr)
-    rows = []
-    base_hyps = None
+    systems = select_systems(default_systems(args.full), args.systems)
+    sets = data_sets(args, out)
+    check_same_sets(out, sets)
+    print(f"demo: {sets.note} ({'CER' if sets.refs else 'agreement only'}); output {out}",
+          file=sys.stderr)
+    by_name = {s.name: s for s in systems}
+    steps = []
+    for s in systems:
+        steps.append((f"build {s.name}", build_seconds(s), (models / f"{s.name}.json").exists()))
+        if s.decode:
+            steps.append((f"decode {s.name}", DECODE_SECONDS,
+                          (decodes / f"{s.name}.json").exists()))
+    bar = RunBar(steps)
+    cals = Calibrations(sets, args.calibration_utts)
+    rows, infos, base_hyps = [], {}, None
     for system in systems:
-        info = build(system, args, models, tune_dirs if system.method == "finetune" else cal_dirs)
-        dec = decode_system(system.name, models, decodes, data, args.jobs)
+        read = sets.read_by(system, by_name.get(system.options.get("student")))
+        check_held_out(read, sets.scored_on)
+        bar.start(f"build {system.name}", build_seconds(system))
+        info = infos[system.name] = build(system, models, sets, cals, sets.tuned_on(read))
+        bar.finish()
+        check_held_out([Path(d) for d in info["tuned_on"]], sets.scored_on)
+        if not system.decode:
+            continue
+        bar.start(f"decode {system.name}", DECODE_SECONDS)
+        dec = decode_system(system.name, models, decodes, sets.scored_on, args.jobs)
+        bar.finish()
         if system.name == "prepared":
             base_hyps = dec["hyps"]
         row = dict(info, rtf=dec["rtf"])
-        student = next((r for r in rows if r["name"] == system.options.get("student")), {})
+        student = infos.get(system.options.get("student"), {})
         if "layers" in student:
             row["layers"] = student["layers"]       # fine-tuning keeps the structure
-        if refs:
-            s = score(refs, dec["hyps"], unit="char", normalize=korean_normalize)
+        if sets.refs:
+            s = score(sets.refs, dec["hyps"], unit="char", normalize=korean_normalize)
             row["cer"], row["cer_line"] = s.rate, s.format().splitlines()[0]
         agree = score(base_hyps, dec["hyps"], unit="char", normalize=korean_normalize)
         row["agreement_cer"] = agree.rate
         rows.append(row)
-        print(f"demo: {system.name}: {row['num_parameters']} parameters"
-              + (f", CER {row['cer']:.2f}" if refs else "")
-              + f", agreement CER {row['agreement_cer']:.2f}, RTF {row['rtf']:.3f}", file=sys.stderr)
+        say(f"demo: {system.name}: {row['num_parameters']} parameters"
+            + (f", CER {row['cer']:.2f}" if sets.refs else "")
+            + f", agreement CER {row['agreement_cer']:.2f}, RTF {row['rtf']:.3f}")
+    bar.close()
     base = rows[0]
     for r in rows:
         r["param_ratio"] = r["num_parameters"] / base["num_parameters"]
-    atomic_write_text(out / "results.json", json.dumps({"data": str(data), "systems": rows},
-                                                       ensure_ascii=False, indent=1))
-    atomic_write_text(out / "results.md", results_table(rows, bool(refs), data))
-    metric = "CER" if refs else "agreement CER"
-    points = [Point(r["name"], r["num_parameters"], r["cer"] if refs else r["agreement_cer"],
-                    r["size_bytes"], r["rtf"]) for r in rows]
-    wer_vs_params_plot(points, out / "cer_vs_params.png", metric=metric)
+    atomic_write_text(out / "results.json", json.dumps(
+        {"scored_on": str(sets.scored_on), "sets": sets.note, "systems": rows},
+        ensure_ascii=False, indent=1))
+    atomic_write_text(out / "results.md", results_table(rows, bool(sets.refs), sets.scored_on))
+    plot(rows, bool(sets.refs), sets.scored_on, out / "cer_vs_params.png")
     print((out / "results.md").read_text())
 
 
-def results_table(rows: list[dict], with_cer: bool, data: Path) -> str:
+def plot(rows: list[dict], with_cer: bool, scored_on: Path, png: Path) -> None:
+    """The error-vs-parameters plot, titled with the scored dir (temp + rename)."""
+    from kaldi_compress.evaluate.plots import Point, wer_vs_params_plot
+    from matplotlib.figure import Figure
+    from matplotlib.image import imread
+    metric = "CER" if with_cer else "agreement CER"
+    points = [Point(r["name"], r["num_parameters"], r["cer"] if with_cer else r["agreement_cer"],
+                    r["size_bytes"], r["rtf"]) for r in rows]
+    tmp = png.with_name(f".{png.stem}.tmp.png")
+    wer_vs_params_plot(points, tmp, metric=metric)
+    img = imread(tmp)
+    height, width = img.shape[:2]
+    strip = 30                        # pixels for the title above the plot
+    fig = Figure(figsize=(width / 100, (height + strip) / 100), dpi=100)
+    fig.figimage(img, 0, 0)
+    fig.text(0.5, 1 - strip / 2 / (height + strip), f"{metric}, scored on {scored_on.name} "
+             "(no system was tuned on it)", ha="center", va="center", fontsize=11)
+    fig.savefig(tmp, format="png", dpi=100)
+    os.replace(tmp, png)
+
+
+def results_table(rows: list[dict], with_cer: bool, scored_on: Path) -> str:
     """Markdown: one row per system, ratios against the prepared model."""
     base = rows[0]
-    head = ["system", "parameters", "ratio", "size (MB)"]
+    head = ["system", "parameters", "ratio", "size (MB)", "tuned on"]
     head += ["CER %", "ΔCER"] if with_cer else []
     head += ["agreement CER %", "RTF", "RTF ratio", "build (s)"]
     with_layers = any("layers" in r for r in rows)
     head += ["layers TT/SVD/kept"] if with_layers else []
-    lines = [f"Speech: `{data}` ({'CER against the transcripts' if with_cer else 'agreement with the prepared model only'}); decoded by Vosk.", "",
+    what = "CER against the transcripts" if with_cer else "agreement with the prepared model only"
+    lines = [f"Scored on `{scored_on}` ({what}); decoded by Vosk. No system was tuned "
+             "(calibrated or fine-tuned) on the scored audio.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["name"], f"{r['num_parameters']:,}", f"{r['param_ratio']:.3f}",
-                 f"{r['size_bytes'] / 1e6:.2f}"]
+                 f"{r['size_bytes'] / 1e6:.2f}",
+                 ", ".join(Path(d).name for d in r["tuned_on"]) or "-"]
         if with_cer:
             cells += [f"{r['cer']:.2f}", f"{r['cer'] - base['cer']:+.2f}"]
         cells += [f"{r['agreement_cer']:.2f}", f"{r['rtf']:.3f}", f"{r['rtf'] / base['rtf']:.2f}",

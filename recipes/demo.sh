@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up (recipes/setup.sh), then run the embedded demo (recipes/demo.py).
 # Output: out/demo/{results.md,results.json,cer_vs_params.png}; rerunning resumes.
-# Extra arguments go to demo.py, e.g.  bash recipes/demo.sh --quick
+# The default run takes about a quarter of an hour on 2 cores, set-up included.
+# Extra arguments go to demo.py, e.g.  bash recipes/demo.sh --full   (the long sweep)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash recipes/setup.sh
