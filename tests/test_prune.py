@@ -103,8 +103,14 @@ def run_cli(*args):
     (["--param-ratio=0.8", "--components=nothing*"], "matches no component"),
 ])
 def test_bad_options_fail_in_one_line(args, msg, ko_mdl, ko_model_dir, ko_wide_train, tmp_path):
+    fails_in_one_line("prune", args, msg, ko_mdl, ko_model_dir, ko_wide_train, tmp_path)
+
+
+def fails_in_one_line(command, args, msg, ko_mdl, ko_model_dir, ko_wide_train, tmp_path):
+    """``command`` with calibration options and ``args`` exits 1 with one line holding
+    ``msg`` and writes nothing."""
     out = tmp_path / "o.mdl"
-    proc = run_cli("prune", *args, f"--calibration-data={ko_wide_train}",
+    proc = run_cli(command, *args, f"--calibration-data={ko_wide_train}",
                    f"--model-dir={ko_model_dir}", "--max-utts=1", ko_mdl, out)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and msg in proc.stderr
     assert not out.exists()
