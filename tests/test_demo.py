@@ -1,0 +1,158 @@
+"""The demo's bookkeeping (recipes/demo.py), without decoding: which systems run, how the
+audio is split into tuning and scoring parts, and that they never meet."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from kaldi_compress.errors import KaldiCompressError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("demo", REPO / "recipes" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["demo"] = module          # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+demo = load_demo()
+
+
+def speech_dir(path: Path, n: int) -> Path:
+    """``n`` empty-but-named wavs and a transcript file (the split reads names only)."""
+    path.mkdir(parents=True)
+    for i in range(n):
+        (path / f"utt{i:02d}.wav").write_bytes(b"")
+    (path / "text").write_text("".join(f"utt{i:02d} 말 {i}\n" for i in range(n)),
+                               encoding="utf-8")
+    return path
+
+
+def args(**kw) -> argparse.Namespace:
+    base = dict(data=None, calibration=[], agreement_only=False, valid_utts=30,
+                finetune_utts=150)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def resolved(d: Path) -> set[Path]:
+    return {w.resolve() for w in d.glob("*.wav")}
+
+
+def test_default_and_full_systems():
+    default = demo.default_systems()
+    assert [s.name for s in default] == [
+        "prepared", "kaldi-apply-svd-e0.9", "prune-0.8", "compress-0.6", "compress-0.5",
+        "compress-0.5-finetuned", "tt-0.75"]
+    assert [s.name for s in default if not s.decode] == ["compress-0.5"]   # only the student
+    tuned = next(s for s in default if s.name == "compress-0.5-finetuned")
+    assert tuned.options == {"student": "compress-0.5", "max_minutes": 4}
+
+    full = demo.default_systems(full=True)
+    names = [s.name for s in full]
+    assert set(s.name for s in default) <= set(names)
+    for name in ("svd-weights-0.75", "svd-0.9", "svd-0.4", "prune-0.9", "compress-0.3",
+                 "svd-0.5-finetuned", "tt-only-0.75-finetuned", "tt-0.5", "tt-only-0.9"):
+        assert name in names
+    assert all(s.decode for s in full)
+    assert all(s.options["max_minutes"] == 25 for s in full if s.method == "finetune")
+    assert len(names) == len(set(names)) and names[0] == "prepared"
+
+
+def test_select_systems_builds_students_without_decoding_them():
+    chosen = demo.select_systems(demo.default_systems(), "compress-0.5-finetuned")
+    assert [(s.name, s.decode) for s in chosen] == [
+        ("prepared", True), ("compress-0.5", False), ("compress-0.5-finetuned", True)]
+    with pytest.raises(SystemExit):
+        demo.select_systems(demo.default_systems(), "svd-0.9")     # only with --full
+
+
+def test_split_is_deterministic_and_disjoint(tmp_path):
+    data = speech_dir(tmp_path / "speech", 12)
+    one = demo.data_sets(args(data=str(data)), tmp_path / "out1")
+    two = demo.data_sets(args(data=str(data)), tmp_path / "out2")
+    again = demo.data_sets(args(data=str(data)), tmp_path / "out1")   # a resumed run
+    assert [sorted(p.name for p in d.glob("*.wav")) for d in (one.scored_on, *one.tuning)] \
+        == [sorted(p.name for p in d.glob("*.wav")) for d in (two.scored_on, *two.tuning)]
+    assert again.scored_on == one.scored_on and resolved(again.fit) == resolved(one.fit)
+    scored, tuning = resolved(one.scored_on), resolved(one.tuning[0])
+    assert len(scored) == len(tuning) == 6
+    assert not scored & tuning and scored | tuning == resolved(data)
+    assert set(one.refs) == {p.stem for p in one.scored_on.glob("*.wav")}
+    # the tuning parts: validation apart from what calibration and fine-tuning train on
+    assert not resolved(one.valid) & resolved(one.fit)
+    assert resolved(one.finetune) <= resolved(one.fit)
+    assert resolved(one.valid) | resolved(one.fit) == tuning
+    assert "split" in one.note
+
+
+def test_tuning_dirs_are_used_whole_and_must_not_meet_the_scored_dir(tmp_path):
+    data = speech_dir(tmp_path / "dev", 4)
+    train = speech_dir(tmp_path / "train", 40)
+    sets = demo.data_sets(args(data=str(data), calibration=[str(train)], valid_utts=5,
+                               finetune_utts=10), tmp_path / "out")
+    assert sets.scored_on == data and sets.tuning == [train]
+    assert len(resolved(sets.valid)) == 5 and len(resolved(sets.finetune)) == 10
+    with pytest.raises(KaldiCompressError, match="never be scored on audio it was tuned on"):
+        demo.data_sets(args(data=str(data), calibration=[str(train), str(data)]),
+                       tmp_path / "out2")
+
+
+def test_overlap_check_compares_resolved_paths(tmp_path):
+    scored = speech_dir(tmp_path / "dev", 3)
+    other = tmp_path / "linked"
+    other.mkdir()
+    (other / "renamed.wav").symlink_to(scored / "utt01.wav")
+    with pytest.raises(KaldiCompressError, match="renamed.wav"):
+        demo.check_held_out([other], scored)
+    demo.check_held_out([speech_dir(tmp_path / "train", 3)], scored)
+    demo.check_held_out([], scored)
+
+
+def test_read_by_and_tuned_on(tmp_path):
+    data = speech_dir(tmp_path / "speech", 20)
+    sets = demo.data_sets(args(data=str(data)), tmp_path / "out")
+    systems = {s.name: s for s in demo.default_systems()}
+    for name in ("prepared", "kaldi-apply-svd-e0.9", "tt-0.75"):
+        assert sets.tuned_on(sets.read_by(systems[name])) == []
+    assert sets.read_by(systems["compress-0.6"]) == [sets.fit]
+    read = sets.read_by(systems["compress-0.5-finetuned"], systems["compress-0.5"])
+    assert set(read) == {sets.finetune, sets.valid, sets.fit}
+    assert sets.tuned_on(read) == [str(sets.tuning[0])]
+
+
+def test_results_table_shows_tuned_on_and_scored_on():
+    rows = [{"name": "prepared", "num_parameters": 100, "param_ratio": 1.0, "size_bytes": 1e6,
+             "tuned_on": [], "cer": 26.0, "agreement_cer": 0.0, "rtf": 0.4,
+             "build_seconds": 0},
+            {"name": "compress-0.6", "num_parameters": 60, "param_ratio": 0.6,
+             "size_bytes": 6e5, "tuned_on": ["/data/ko_wide_train"], "cer": 27.5,
+             "agreement_cer": 12.0, "rtf": 0.4, "build_seconds": 90}]
+    table = demo.results_table(rows, True, Path("/data/ko_wide_dev"))
+    lines = table.splitlines()
+    assert "Scored on `/data/ko_wide_dev`" in lines[0]
+    head = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert "tuned on" in head
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[4:]]
+    col = head.index("tuned on")
+    assert [c[col] for c in cells] == ["-", "ko_wide_train"]
+    assert cells[1][head.index("ΔCER")] == "+1.50"
+
+
+def test_output_dir_keeps_its_sets(tmp_path):
+    data = speech_dir(tmp_path / "speech", 10)
+    out = tmp_path / "out"
+    sets = demo.data_sets(args(data=str(data)), out)
+    demo.check_same_sets(out, sets)
+    demo.check_same_sets(out, sets)
+    assert json.loads((out / "sets.json").read_text())["scored_on"] == str(sets.scored_on)
+    other = speech_dir(tmp_path / "other", 10)
+    with pytest.raises(SystemExit):
+        demo.check_same_sets(out, demo.data_sets(args(data=str(other)), out))
