@@ -80,7 +80,7 @@ def default_systems(full: bool = False) -> list[System]:
     out.append(System("prune-0.8", "prune", {"param_ratio": 0.8}))
     out += [System(f"compress-{r}", "compress", {"param_ratio": r}, decode=full or r != 0.5)
             for r in ((0.6, 0.5, 0.3) if full else (0.6, 0.5))]
-    tune = {"max_minutes": 25 if full else 4}
+    tune = {"max_minutes": 25 if full else 3}
     out.append(System("compress-0.5-finetuned", "finetune", {"student": "compress-0.5", **tune}))
     if full:
         out.append(System("svd-0.5-finetuned", "finetune", {"student": "svd-0.5", **tune}))
@@ -267,36 +267,35 @@ def synthesize(out: Path) -> Path:
 
 # --- one bar for the whole run ------------------------------------------------------------
 
-# Rough seconds of each step on 2 idle cores (the ETA weights; calibration features
-# are counted in the first calibrated build).
-BUILD_SECONDS = {"prepared": 2, "kaldi-svd": 5, "svd": 100, "prune": 40, "compress": 100,
-                 "tt": 60}
-DECODE_SECONDS = 90
-
-
-def build_seconds(system: System) -> float:
+# Rough seconds of each step on 2 idle cores, for the ETA (n: calibration utterances;
+# their features are counted in the first calibrated build).
+def build_seconds(system: System, n: int) -> float:
     if system.method == "finetune":
-        return 60 * system.options["max_minutes"] + 60
-    if system.method == "svd" and not system.options["data"]:
-        return 5
-    return BUILD_SECONDS[system.method]
+        return 60 * system.options["max_minutes"] + 5
+    if system.method == "svd":
+        return 10 + 0.8 * n if system.options["data"] else 5
+    return {"prepared": 2, "kaldi-svd": 5, "prune": 5 + 0.5 * n, "compress": 20 + 2.4 * n,
+            "tt": 55}[system.method]
+
+
+DECODE_SECONDS = 70
 
 
 class RunBar:
     """One tqdm bar over the run's steps, weighted by their expected seconds: the current
     step and an ETA (the expected seconds left, scaled by how this run has kept to them).
-    On a terminal it moves within a step too; otherwise it prints one line a step."""
+    On a terminal it moves within a step too; otherwise it prints one line a step.
+    Steps already done (a resumed run) count as done and are not shown."""
 
-    def __init__(self, steps: list[tuple[str, float, bool]]):
+    def __init__(self, steps: dict[str, tuple[float, bool]]):   # label: (weight, done)
         from tqdm import tqdm
-        self.tty = sys.stderr.isatty()
-        self.total = sum(w for _, w, _ in steps)
-        self.done = sum(w for _, w, done in steps if done)
-        self.todo = sum(1 for *_, done in steps if not done)
+        self.steps, self.tty = steps, sys.stderr.isatty()
+        self.total = sum(w for w, _ in steps.values())
+        self.done = sum(w for w, done in steps.values() if done)
+        self.todo = sum(1 for _, done in steps.values() if not done)
         self.count, self.weight, self.label = 0, 0.0, ""
         self.run_weight, self.run_seconds = 0.0, 0.0    # this run's finished steps
-        self.started = time.monotonic()
-        self.step_started = self.started
+        self.step_started = time.monotonic()
         self.bar = tqdm(total=round(self.total), initial=round(self.done), file=sys.stderr
                         if self.tty else open(os.devnull, "w"), position=0, dynamic_ncols=True,
                         bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}{postfix}")
@@ -310,8 +309,7 @@ class RunBar:
         return self.run_seconds / self.run_weight if self.run_seconds > 60 else 1.0
 
     def _show(self) -> None:
-        now = time.monotonic()
-        into = min((now - self.step_started) / self.speed(), 0.95 * self.weight)
+        into = min((time.monotonic() - self.step_started) / self.speed(), 0.95 * self.weight)
         left = max(0.0, self.total - self.done - into) * self.speed()
         self.bar.n = round(self.done + into)
         self.bar.set_description_str(f"demo [{self.count}/{self.todo}] {self.label}",
@@ -325,7 +323,10 @@ class RunBar:
             with self.lock:
                 self._show()
 
-    def start(self, label: str, weight: float) -> None:
+    def start(self, label: str) -> None:
+        weight, done = self.steps[label]
+        if done:
+            return
         with self.lock:
             self.count += 1
             self.label, self.weight, self.step_started = label, weight, time.monotonic()
@@ -335,6 +336,8 @@ class RunBar:
 
     def finish(self) -> None:
         with self.lock:
+            if not self.weight:
+                return
             self.run_seconds += time.monotonic() - self.step_started
             self.run_weight += self.weight
             self.done += self.weight
@@ -472,8 +475,9 @@ def main() -> None:
                     help="unlabeled in-domain wav dirs for calibration and fine-tuning "
                     "(default: ../shared/data/ko_wide_train with ko_wide_dev, else the "
                     "tuning part of the split); must not share audio with the scored dir")
-    ap.add_argument("--calibration-utts", type=int, default=60,
-                    help="calibration utterances, spread over the tuning audio")
+    ap.add_argument("--calibration-utts", type=int,
+                    help="calibration utterances, spread over the tuning audio (default 20, "
+                    "with --full 120: fewer keep the default run short, more calibrate better)")
     ap.add_argument("--finetune-utts", type=int, default=150,
                     help="fine-tuning utterances, spread over the tuning audio")
     ap.add_argument("--valid-utts", type=int, default=30,
@@ -485,6 +489,8 @@ def main() -> None:
                     help="ignore transcripts; report agreement with the baseline only")
     ap.add_argument("--jobs", type=int, default=2, help="decoding processes")
     args = ap.parse_args()
+    if args.calibration_utts is None:
+        args.calibration_utts = 120 if args.full else 20
     from kaldi_compress.errors import KaldiCompressError
     try:
         run(args)
@@ -504,25 +510,25 @@ def run(args) -> None:
     print(f"demo: {sets.note} ({'CER' if sets.refs else 'agreement only'}); output {out}",
           file=sys.stderr)
     by_name = {s.name: s for s in systems}
-    steps = []
+    n = args.calibration_utts
+    steps = {}
     for s in systems:
-        steps.append((f"build {s.name}", build_seconds(s), (models / f"{s.name}.json").exists()))
+        steps[f"build {s.name}"] = (build_seconds(s, n), (models / f"{s.name}.json").exists())
         if s.decode:
-            steps.append((f"decode {s.name}", DECODE_SECONDS,
-                          (decodes / f"{s.name}.json").exists()))
+            steps[f"decode {s.name}"] = (DECODE_SECONDS, (decodes / f"{s.name}.json").exists())
     bar = RunBar(steps)
     cals = Calibrations(sets, args.calibration_utts)
     rows, infos, base_hyps = [], {}, None
     for system in systems:
         read = sets.read_by(system, by_name.get(system.options.get("student")))
         check_held_out(read, sets.scored_on)
-        bar.start(f"build {system.name}", build_seconds(system))
+        bar.start(f"build {system.name}")
         info = infos[system.name] = build(system, models, sets, cals, sets.tuned_on(read))
         bar.finish()
         check_held_out([Path(d) for d in info["tuned_on"]], sets.scored_on)
         if not system.decode:
             continue
-        bar.start(f"decode {system.name}", DECODE_SECONDS)
+        bar.start(f"decode {system.name}")
         dec = decode_system(system.name, models, decodes, sets.scored_on, args.jobs)
         bar.finish()
         if system.name == "prepared":

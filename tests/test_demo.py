@@ -53,7 +53,7 @@ def test_default_and_full_systems():
         "compress-0.5-finetuned", "tt-0.75"]
     assert [s.name for s in default if not s.decode] == ["compress-0.5"]   # only the student
     tuned = next(s for s in default if s.name == "compress-0.5-finetuned")
-    assert tuned.options == {"student": "compress-0.5", "max_minutes": 4}
+    assert tuned.options == {"student": "compress-0.5", "max_minutes": 3}
 
     full = demo.default_systems(full=True)
     names = [s.name for s in full]
