@@ -26,7 +26,7 @@ corrects the errors of the layers below it.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,17 @@ class Moments:
     def covariance(self) -> np.ndarray:
         return self.moment - np.outer(self.mean, self.mean)
 
+    def shrunk(self, alpha: float) -> "Moments":
+        """The moments of x + e, e ~ N(0, alpha * v I) independent of x, with v the mean
+        variance tr(Cov(x)) / n: every fit on them becomes a ridge regression that
+        trusts no input direction the calibration audio barely spans (alpha = 0: as is;
+        large alpha: towards the weights-only fit)."""
+        if not alpha:
+            return self
+        n = len(self.mean)
+        extra = alpha * max(float(np.trace(self.covariance())) / max(n, 1), 0.0)
+        return replace(self, moment=self.moment + extra * np.eye(n))
+
 
 @dataclass
 class UnitStats(Moments):
@@ -58,12 +69,20 @@ class UnitStats(Moments):
     row_weight: np.ndarray | None = None   # 1 / std of each row of the unit's matrix
     taps: dict[str, Moments] = field(default_factory=dict)
 
+    def shrunk(self, alpha: float) -> "UnitStats":
+        if not alpha:
+            return self
+        return replace(super().shrunk(alpha),
+                       taps={k: t.shrunk(alpha) for k, t in self.taps.items()})
+
 
 @dataclass
 class Calibration:
-    """Calibration utterances (features, online i-vectors) and how to chunk them."""
+    """Calibration utterances (features, online i-vectors), how to chunk them, and the
+    shrinkage that the statistics of data-aware fits get (see :meth:`Moments.shrunk`)."""
     utterances: list[tuple[np.ndarray, np.ndarray | None]]
     compute_options: object = field(repr=False)   # compute.chunking.ComputeOptions
+    shrinkage: float = 0.0
 
     def run(self, nnet: Nnet, observer=None) -> list[np.ndarray]:
         """The network's outputs; ``observer(node, layer_input, output)`` sees every step."""
@@ -78,13 +97,16 @@ class Calibration:
 
     def halves(self) -> tuple["Calibration", "Calibration"]:
         """The even and the odd utterances: one half to fit on, the other to measure on."""
-        return (Calibration(self.utterances[0::2], self.compute_options),
-                Calibration(self.utterances[1::2], self.compute_options))
+        return (replace(self, utterances=self.utterances[0::2]),
+                replace(self, utterances=self.utterances[1::2]))
 
 
 def load_calibration(model_dir: str | Path, data_dirs: list[str | Path], max_utts: int = 100,
-                     dither: float | None = 0.0, progress: bool | None = None) -> Calibration:
+                     dither: float | None = 0.0, progress: bool | None = None,
+                     shrinkage: float = 0.0) -> Calibration:
     """Features of up to ``max_utts`` wavs (shared out over ``data_dirs``)."""
+    if shrinkage < 0:
+        raise KaldiCompressError(f"--shrinkage must be >= 0, got {shrinkage}")
     from ..compute.chunking import ComputeOptions
     from ..frontend.model_dir import ModelDirFrontEnd
     front = ModelDirFrontEnd(model_dir, dither)
@@ -99,7 +121,7 @@ def load_calibration(model_dir: str | Path, data_dirs: list[str | Path], max_utt
     utts = [front.features(w) for w in it]
     return Calibration(utts, ComputeOptions(
         frame_subsampling_factor=front.frame_subsampling_factor, frames_per_chunk=51,
-        online_ivector_period=front.ivector_period))
+        online_ivector_period=front.ivector_period), shrinkage)
 
 
 def list_audio(data_dir: str | Path, max_utts: int) -> list[Path]:
@@ -214,7 +236,8 @@ def unit_statistics(nnet: Nnet, calibration: Calibration) -> dict[str, UnitStats
                             {u.node for u in units if u.kind is UnitKind.AFFINE}
                             | {c for u in units for c in u.consumers})
     calibration.run(nnet, acc)
-    return {u.node: acc.unit_stats(nnet, u) for u in units if acc.reached(u)}
+    return {u.node: acc.unit_stats(nnet, u).shrunk(calibration.shrinkage)
+            for u in units if acc.reached(u)}
 
 
 class Recorder:
@@ -284,4 +307,4 @@ def closed_loop_stats(nnet: Nnet, calibration: Calibration, unit: Unit, recorder
     main = acc.moments(unit.node)
     taps = {k[len(TAPS):]: acc.moments(k) for k in wanted if k != unit.node}
     return UnitStats(main.moment, main.mean, main.cross, main.target_mean,
-                     row_weight=open_loop.row_weight, taps=taps)
+                     row_weight=open_loop.row_weight, taps=taps).shrunk(calibration.shrinkage)
