@@ -4,6 +4,8 @@ Distillation on unlabeled audio (:mod:`kaldi_compress.finetune.distill`): the
 student learns the teacher's outputs and is written in Kaldi's format; OUT.ckpt is
 kept while training and ``--resume`` continues from it.  Wav data may be speed- and
 volume-perturbed as Kaldi recipes do; ``--valid-data`` picks the best epoch.
+``--device`` picks CPU or CUDA; under ``torchrun --nproc-per-node=N`` the N
+processes train data-parallel and rank 0 writes; a large ``--feats`` table streams.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import sys
 
 from ..finetune.distill import FinetuneJob, default_train_options, finetune
 from ..finetune.augment import parse_speeds
-from ..finetune.options import LossOptions, TrainOptions
+from ..finetune.options import DEFAULT_SHUFFLE_BUFFER, LossOptions, TrainOptions
 from .shared import add_binary, add_chunking, add_front_end, add_num_threads
 
 _T = default_train_options()
@@ -45,6 +47,11 @@ def add_parser(sub, kaldi_bool) -> None:
     g.add_argument("--online-ivectors", default="", metavar="RSPEC",
                    help="online i-vectors as matrices (needs --online-ivector-period)")
     g.add_argument("--online-ivector-period", type=int, default=0, metavar="N")
+    g.add_argument("--shuffle-buffer", type=int, default=DEFAULT_SHUFFLE_BUFFER, metavar="N",
+                   help="a table of more chunks than N is streamed: read as training goes "
+                   "(teacher targets per batch) through a shuffle buffer of N chunks, as "
+                   "nnet3-shuffle-egs --buffer-size; a smaller one is held and shuffled "
+                   f"whole (default {DEFAULT_SHUFFLE_BUFFER})")
     g = p.add_argument_group("chunks")
     add_chunking(g, 51, from_model_dir=True)
     g.add_argument("--frame-shifts", type=kaldi_bool, default=True, metavar="BOOL",
@@ -54,7 +61,8 @@ def add_parser(sub, kaldi_bool) -> None:
     g.add_argument("--epochs", type=int, default=_T.epochs, metavar="N")
     g.add_argument("--lr", type=float, default=_T.lr, metavar="X", help="peak learning rate")
     g.add_argument("--batch-size", type=int, default=_T.batch_size, metavar="N",
-                   help="chunks per step")
+                   help="chunks per step and process (under torchrun the global batch is "
+                   "N times the number of processes)")
     g.add_argument("--optimizer", default=_T.optimizer, choices=("adam", "sgd"))
     g.add_argument("--warmup", type=float, default=_T.warmup, metavar="F",
                    help="fraction of training with a linearly rising learning rate")
@@ -79,6 +87,9 @@ def add_parser(sub, kaldi_bool) -> None:
     g.add_argument("--checkpoint-minutes", type=float, default=5.0, metavar="M",
                    help="also write OUT.ckpt this often (besides every epoch and Ctrl-C)")
     add_num_threads(p)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where to train: auto is cuda when torch sees a GPU, else cpu "
+                   "(float32 either way; under torchrun, process i uses GPU i of its node)")
     add_binary(p, kaldi_bool)
     p.add_argument("student", help="the compressed model to train (.mdl or .raw)")
     p.add_argument("output", help="where to write the trained student")
@@ -101,5 +112,6 @@ def run(args) -> int:
         frame_subsampling_factor=args.frame_subsampling_factor,
         frames_per_chunk=args.frames_per_chunk, frame_shifts=args.frame_shifts, train=train,
         resume=args.resume, checkpoint_minutes=args.checkpoint_minutes,
-        num_threads=args.num_threads, binary=args.binary, progress=sys.stderr.isatty()))
+        num_threads=args.num_threads, device=args.device, shuffle_buffer=args.shuffle_buffer,
+        binary=args.binary, progress=sys.stderr.isatty()))
     return 0

@@ -10,7 +10,9 @@ from importlib import import_module
 _WHERE = {
     "FinetuneJob": "distill", "finetune": "distill", "default_train_options": "distill",
     "LossOptions": "options", "TrainOptions": "options",
-    "ChunkSet": "chunks", "make_chunks": "chunks", "network_outputs": "chunks",
+    "ChunkSet": "chunks", "Chunker": "chunks", "make_chunks": "chunks",
+    "network_outputs": "chunks", "ChunkStream": "stream", "World": "parallel",
+    "resolve_device": "device",
     "Corpus": "data", "Utterance": "data", "table_corpus": "data", "wav_corpus": "data",
     "Perturbation": "augment",
     "distill_loss": "loss",

@@ -15,7 +15,7 @@ moved by 1 .. s-1 frames (outputs at t = k s + shift): more distinct frames for
 the same audio.
 
 Teacher targets (the teacher network's outputs, test mode) are computed once and
-kept as float16.
+kept as float16 (in memory here; :mod:`.stream` computes them batch by batch).
 """
 from __future__ import annotations
 
@@ -77,48 +77,78 @@ def _context_options(teacher: Nnet, student: Nnet, fsf: int, frames_per_chunk: i
         online_ivector_period=ivector_period)
 
 
+class Chunker:
+    """Cuts utterances into same-geometry chunks giving teacher and student the context
+    they need; ``computer`` is the teacher's (its ``forward`` computes the targets)."""
+
+    def __init__(self, teacher: Nnet, student: Nnet, frame_subsampling_factor: int,
+                 frames_per_chunk: int = 51, shifts: tuple[int, ...] = (0,),
+                 ivector_period: int = 0):
+        s = frame_subsampling_factor
+        if any(not 0 <= k < s for k in shifts):
+            raise KaldiCompressError(f"frame shifts must lie in 0..{s - 1}")
+        self.shifts = shifts
+        self.computer = SimpleComputer(teacher, _context_options(
+            teacher, student, s, frames_per_chunk, ivector_period))
+        fwd = self.computer.forward
+        self.per_chunk = self.computer.frames_per_chunk // s
+        first = self.computer.chunks(1)[0]
+        self.left = first.left
+        self.geometry = Geometry(-first.left,
+                                 first.left + (self.per_chunk - 1) * s + first.right + 1,
+                                 self.per_chunk, s, fwd.ivector_dim is not None)
+
+    def count(self, num_frames: int) -> int:
+        """How many chunks an utterance of ``num_frames`` frames gives."""
+        return sum(len(self.computer.chunks(num_frames - k)) for k in self.shifts
+                   if k < num_frames)
+
+    def cut(self, utterances) -> ChunkSet:
+        """The chunks of the utterances (no targets yet)."""
+        computer, per_chunk, left = self.computer, self.per_chunk, self.left
+        spans, ivecs, masks, frames = [], [], [], []
+        offset = 0
+        for u in utterances:
+            feats, iv = computer._check(u.feats, u.ivectors)   # dims, i-vector presence
+            n = len(feats)
+            for shift in self.shifts:
+                if shift >= n:
+                    continue
+                for c in computer.chunks(n - shift):
+                    c = Chunk(c.first_output + shift, c.num_outputs, c.left, c.right)
+                    spans.append((offset, n, c.first_output - left))
+                    masks.append(np.arange(per_chunk) < c.num_outputs)
+                    if iv is not None:
+                        ivecs.append(iv[computer._ivector_row(c, iv)])
+            frames.append(feats)
+            offset += n
+        if not spans:
+            raise KaldiCompressError("no training data")
+        return ChunkSet(self.geometry, torch.from_numpy(np.concatenate(frames)),
+                        torch.tensor(spans, dtype=torch.int64),
+                        torch.from_numpy(np.stack(ivecs)) if ivecs else None,
+                        torch.from_numpy(np.stack(masks)))
+
+
 def make_chunks(corpus: Corpus, teacher: Nnet, student: Nnet, frame_subsampling_factor: int,
                 frames_per_chunk: int = 51, shifts: tuple[int, ...] = (0,)
                 ) -> tuple[ChunkSet, SimpleComputer]:
     """The training chunks of a corpus, and the teacher's computer (for its targets)."""
-    s = frame_subsampling_factor
-    if any(not 0 <= k < s for k in shifts):
-        raise KaldiCompressError(f"frame shifts must lie in 0..{s - 1}")
-    computer = SimpleComputer(teacher, _context_options(
-        teacher, student, s, frames_per_chunk, corpus.ivector_period))
-    fwd = computer.forward
-    per_chunk = computer.frames_per_chunk // s
-    left, right = computer.chunks(1)[0].left, computer.chunks(1)[0].right
-    geometry = Geometry(-left, left + (per_chunk - 1) * s + right + 1, per_chunk, s,
-                        fwd.ivector_dim is not None)
-    spans, ivecs, masks, frames = [], [], [], []
-    offset = 0
-    for u in corpus.utterances:
-        feats, iv = computer._check(u.feats, u.ivectors)   # dims, i-vector presence
-        n = len(feats)
-        for shift in shifts:
-            if shift >= n:
-                continue
-            for c in computer.chunks(n - shift):
-                c = Chunk(c.first_output + shift, c.num_outputs, c.left, c.right)
-                spans.append((offset, n, c.first_output - left))
-                masks.append(np.arange(per_chunk) < c.num_outputs)
-                if iv is not None:
-                    ivecs.append(iv[computer._ivector_row(c, iv)])
-        frames.append(feats)
-        offset += n
-    if not spans:
-        raise KaldiCompressError("no training data")
-    chunks = ChunkSet(geometry, torch.from_numpy(np.concatenate(frames)),
-                      torch.tensor(spans, dtype=torch.int64),
-                      torch.from_numpy(np.stack(ivecs)) if ivecs else None,
-                      torch.from_numpy(np.stack(masks)))
-    return chunks, computer
+    chunker = Chunker(teacher, student, frame_subsampling_factor, frames_per_chunk, shifts,
+                      corpus.ivector_period)
+    return chunker.cut(corpus.utterances), chunker.computer
+
+
+def to_device(tensors: tuple, device: torch.device) -> tuple:
+    """The tensors (or Nones) on ``device``; on the device already, the same objects."""
+    return tuple(None if t is None else t.to(device) for t in tensors)
 
 
 def network_outputs(forward: NnetForward, chunks: ChunkSet, batch_size: int = 64,
-                    progress: bool = False, desc: str = "teacher") -> torch.Tensor:
-    """A network's outputs on every chunk, (N, num_outputs, output_dim) float16."""
+                    progress: bool = False, desc: str = "teacher",
+                    device: torch.device | None = None) -> torch.Tensor:
+    """A network's outputs on every chunk, (N, num_outputs, output_dim) float16 on the
+    CPU (computed on ``device``, where the network is: default the CPU)."""
     out = torch.empty(len(chunks), chunks.geometry.num_outputs, forward.output_dim,
                       dtype=torch.float16)
     starts = range(0, len(chunks), batch_size)
@@ -129,5 +159,7 @@ def network_outputs(forward: NnetForward, chunks: ChunkSet, batch_size: int = 64
         for i in starts:
             idx = torch.arange(i, min(i + batch_size, len(chunks)))
             feats, ivecs = chunks.inputs(idx)
-            out[idx] = forward(feats, ivecs, chunks.geometry).to(torch.float16)
+            if device is not None:
+                feats, ivecs = to_device((feats, ivecs), device)
+            out[idx] = forward(feats, ivecs, chunks.geometry).to(torch.float16).cpu()
     return out

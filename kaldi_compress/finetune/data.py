@@ -1,6 +1,7 @@
 """Unlabeled training audio as network inputs: features [+ online i-vectors] per utterance.
 
-Two sources, both held in memory for the whole run:
+Two sources, both held in memory for the whole run (a large table is streamed
+instead, :mod:`.stream`):
 
 - wav directories, through a Vosk-style model directory's front end
   (:class:`~kaldi_compress.frontend.model_dir.ModelDirFrontEnd`: MFCC, online i-vectors);
@@ -86,21 +87,31 @@ def table_corpus(feats_rspec: str, ivectors_rspec: str = "", ivector_period: int
     if ivectors_rspec and ivector_period <= 0:
         raise KaldiCompressError("--online-ivectors needs --online-ivector-period > 0")
     ivectors = read_matrix_dict(ivectors_rspec) if ivectors_rspec else None
-    utts, missing = [], []
-    for key, feats in read_matrices(feats_rspec):
-        if len(feats) == 0:
+    items = ((key, len(feats), feats) for key, feats in read_matrices(feats_rspec))
+    utts = [Utterance(key, feats, None if ivectors is None else ivectors[key])
+            for key, feats in usable_utterances(items, ivectors, feats_rspec)]
+    return Corpus(utts, ivector_period if ivectors is not None else 0)
+
+
+def usable_utterances(items, ivectors, feats_rspec: str):
+    """(key, value) of the (key, num_frames, value) items of a table that are not empty
+    and, if ``ivectors`` (anything with ``in``) is given, have online i-vectors.  Once
+    all are read: a warning about the skipped ones, an error if none is usable."""
+    used, missing = 0, []
+    for key, num_frames, value in items:
+        if num_frames == 0:
             continue
         if ivectors is not None and key not in ivectors:
             missing.append(key)
             continue
-        utts.append(Utterance(key, feats, None if ivectors is None else ivectors[key]))
-    if missing and not utts:
+        used += 1
+        yield key, value
+    if missing and not used:
         raise KaldiCompressError(f"no online i-vectors for any utterance of {feats_rspec} "
                                  f"(first: {missing[0]})")
     if missing:
         import warnings
         warnings.warn(f"{len(missing)} utterances have no online i-vector and are skipped "
                       f"(first: {missing[0]})")
-    if not utts:
+    if not used:
         raise KaldiCompressError(f"{feats_rspec}: no non-empty utterances")
-    return Corpus(utts, ivector_period if ivectors is not None else 0)

@@ -13,6 +13,12 @@ training and after every epoch with the training loss (:class:`.train.Trainer`).
 A checkpoint ``OUTPUT.ckpt`` is kept while training (after every epoch, every
 ``checkpoint_minutes`` and on Ctrl-C); ``resume`` continues from it, and it is
 removed once OUTPUT is written.
+
+Scale: ``device`` picks CPU or CUDA (:mod:`.device`); under ``torchrun`` every
+process trains on its share of each step and rank 0 alone logs and writes
+(:mod:`.parallel`); a feature table of more than ``shuffle_buffer`` chunks is
+streamed, never held in memory (:mod:`.stream`), while a smaller one is held and
+shuffled whole, as wav data is.
 """
 from __future__ import annotations
 
@@ -27,10 +33,12 @@ from ..io.files import same_file
 from ..nnet3 import Nnet, read_model, write_model
 from .augment import Perturbation
 from .data import Corpus, check_disjoint
-from .options import LossOptions, TrainOptions
+from .options import DEFAULT_SHUFFLE_BUFFER, LossOptions, TrainOptions
 
 if TYPE_CHECKING:
-    from .chunks import ChunkSet
+    import torch
+
+    from .chunks import Chunker, ChunkSet
     from .train import Trainer
 
 
@@ -64,6 +72,8 @@ class FinetuneJob:
     resume: bool = False                  # continue from OUTPUT.ckpt
     checkpoint_minutes: float = 5.0
     num_threads: int = 0                  # torch CPU threads (0: torch's default)
+    device: str = "auto"                  # auto (CUDA if available), cpu or cuda
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER   # chunks; larger tables are streamed
     binary: bool = True
     progress: bool = False                # tqdm bars and log lines above them
 
@@ -97,6 +107,8 @@ class FinetuneJob:
                                      "--frame-subsampling-factor >= 0")
         if self.checkpoint_minutes <= 0:
             raise KaldiCompressError("--checkpoint-minutes must be > 0")
+        if self.shuffle_buffer < 1:
+            raise KaldiCompressError("--shuffle-buffer must be >= 1")
         if not self.resume and os.path.exists(self.checkpoint):
             raise KaldiCompressError(f"{self.checkpoint} exists (an unfinished run): continue "
                                      "it with --resume, or delete it")
@@ -107,8 +119,11 @@ class FinetuneJob:
             check_disjoint(self.data, self.valid_data)
 
 
-def log(msg: str, bar: bool) -> None:
-    """A line on stderr that does not break a tqdm bar."""
+def log(msg: str, bar: bool | None) -> None:
+    """A line on stderr that does not break a tqdm bar (None: say nothing, as every
+    process but rank 0 does)."""
+    if bar is None:
+        return
     if bar:
         from tqdm import tqdm
         tqdm.write(f"kaldi-compress: {msg}", file=sys.stderr)
@@ -125,18 +140,51 @@ def check_dims(teacher: Nnet, student: Nnet) -> None:
                                      f"from the teacher's ({t.get(node)})")
 
 
-def teacher_chunks(corpus: Corpus, teacher: Nnet, student: Nnet, fsf: int, job: FinetuneJob,
-                   what: str) -> ChunkSet:
-    """The chunks of a corpus with the teacher's outputs as targets (frame shifts 0 .. fsf-1
-    with ``job.frame_shifts``)."""
-    from .chunks import make_chunks, network_outputs
+def chunker(teacher: Nnet, student: Nnet, fsf: int, job: FinetuneJob, ivector_period: int,
+            device: torch.device) -> Chunker:
+    """How the job cuts chunks (frame shifts 0 .. fsf-1 with ``job.frame_shifts``), the
+    teacher's forward pass on ``device``."""
+    from .chunks import Chunker
+    from .device import place
 
     shifts = tuple(range(fsf)) if job.frame_shifts else (0,)
-    chunks, computer = make_chunks(corpus, teacher, student, fsf, job.frames_per_chunk, shifts)
-    chunks.targets = network_outputs(computer.forward, chunks, progress=job.progress, desc=what)
+    cut = Chunker(teacher, student, fsf, job.frames_per_chunk, shifts, ivector_period)
+    place(cut.computer.forward, device)
+    return cut
+
+
+def teacher_chunks(corpus: Corpus, cut: Chunker, job: FinetuneJob, what: str,
+                   bar: bool | None, device: torch.device) -> ChunkSet:
+    """The chunks of a corpus with the teacher's outputs as targets."""
+    from .chunks import network_outputs
+
+    chunks = cut.cut(corpus.utterances)
+    chunks.targets = network_outputs(cut.computer.forward, chunks, progress=bool(bar),
+                                     desc=what, device=device)
     log(f"{what}: {len(corpus.utterances)} utterances, {corpus.num_frames} frames -> "
-        f"{len(chunks)} chunks, {chunks.num_outputs} outputs", job.progress)
+        f"{len(chunks)} chunks, {chunks.num_outputs} outputs", bar)
     return chunks
+
+
+def table_chunks(job: FinetuneJob, teacher: Nnet, student: Nnet, bar: bool | None,
+                 device: torch.device):
+    """The chunks of ``job.feats``: held in memory with their targets if there are at
+    most ``job.shuffle_buffer`` of them, else a :class:`.stream.ChunkStream`."""
+    from .data import table_corpus
+    from .stream import ChunkStream
+
+    fsf = job.frame_subsampling_factor or 1
+    period = job.online_ivector_period if job.online_ivectors else 0
+    cut = chunker(teacher, student, fsf, job, period, device)
+    stream = ChunkStream(job.feats, cut, cut.computer.forward, job.online_ivectors,
+                         job.online_ivector_period, job.shuffle_buffer, job.train.seed, device)
+    if len(stream) <= job.shuffle_buffer:
+        corpus = table_corpus(job.feats, job.online_ivectors, job.online_ivector_period)
+        return teacher_chunks(corpus, cut, job, "training", bar, device)
+    log(f"training: {len(stream.keys)} utterances, {stream.num_frames} frames -> "
+        f"{len(stream)} chunks per epoch, {stream.num_outputs} outputs, streamed through "
+        f"a shuffle buffer of {stream.buffer} chunks", bar)
+    return stream
 
 
 def finetune(job: FinetuneJob) -> None:
@@ -144,51 +192,67 @@ def finetune(job: FinetuneJob) -> None:
     validation audio, if any), write ``job.output``."""
     from ..compute.forward import NnetForward
     from ..compute.threads import prepare_torch
-    from .data import table_corpus, wav_corpus
+    from . import parallel
+    from .chunks import ChunkSet
+    from .data import wav_corpus
+    from .device import place, resolve_device
     from .train import Trainer
 
     started = time.monotonic()
     job.check()
+    world = parallel.world_from_env()
+    device = resolve_device(job.device, world.local_rank)
     prepare_torch(job.num_threads)
-    bar, ckpt, opts = job.progress, job.checkpoint, job.train
+    parallel.start(world, device)
+    ckpt, opts = job.checkpoint, job.train
+    bar = job.progress if world.main else None     # None: this process says nothing
     teacher = read_model(job.teacher).nnet
     model = read_model(job.student)
     check_dims(teacher, model.nnet)
     if job.feats:
-        corpus = table_corpus(job.feats, job.online_ivectors, job.online_ivector_period)
+        chunks = table_chunks(job, teacher, model.nnet, bar, device)
+        fsf = job.frame_subsampling_factor or 1
     else:
-        corpus = wav_corpus(job.model_dir, job.data, job.dither, bar, job.perturbation)
-    fsf = job.frame_subsampling_factor or corpus.frame_subsampling_factor or 1
-    chunks = teacher_chunks(corpus, teacher, model.nnet, fsf, job, "training")
+        corpus = wav_corpus(job.model_dir, job.data, job.dither, bool(bar), job.perturbation)
+        fsf = job.frame_subsampling_factor or corpus.frame_subsampling_factor or 1
+        cut = chunker(teacher, model.nnet, fsf, job, corpus.ivector_period, device)
+        chunks = teacher_chunks(corpus, cut, job, "training", bar, device)
     valid = None
     if job.valid_data:
-        valid = teacher_chunks(wav_corpus(job.model_dir, job.valid_data, job.dither, bar),
-                               teacher, model.nnet, fsf, job, "validation")
-    trainer = Trainer(NnetForward(model.nnet), chunks, opts, valid)
+        corpus = wav_corpus(job.model_dir, job.valid_data, job.dither, bool(bar))
+        valid = teacher_chunks(corpus, cut, job, "validation", bar, device)
+    trainer = Trainer(place(NnetForward(model.nnet), device), chunks, opts, valid, world, device)
+    if world.distributed:
+        log(f"{world.size} processes, {opts.batch_size} chunks each per step: global batch "
+            f"{opts.batch_size * world.size}", bar)
     if job.resume:
         trainer.load(ckpt)
         log(f"resuming {ckpt} at step {trainer.step} of {trainer.total_steps}", bar)
-    else:
-        log(f"loss before training: {trainer.evaluate(chunks):.5g}"
-            + with_valid(trainer.validate(0)), bar)
+    elif isinstance(chunks, ChunkSet):     # a streamed table is not read twice for this
+        loss = trainer.evaluate(chunks)
+        log(f"loss before training: {loss:.5g}" + with_valid(trainer.validate(0)), bar)
 
     def on_epoch(t: Trainer, stats) -> None:
         log(f"epoch {stats.epoch}/{opts.epochs}: loss {stats.loss:.5g}"
             f"{with_valid(stats.valid_loss)}, lr {stats.lr:.3g}", bar)
 
     try:
-        trainer.train(ckpt, progress=bar, started=started,
+        trainer.train(ckpt, progress=bool(bar), started=started,
                       checkpoint_minutes=job.checkpoint_minutes, on_epoch=on_epoch)
     except KeyboardInterrupt:
         if os.path.exists(ckpt):
-            log(f"checkpoint {ckpt} at step {trainer.step}; continue with --resume", False)
+            log(f"checkpoint {ckpt} at step {trainer.step}; continue with --resume",
+                None if bar is None else False)
         raise
     keep_best(trainer, bar)
-    trainer.student.write_back()
-    write_model(model, job.output, binary=job.binary)
-    log(f"wrote {job.output} after {trainer.step} steps, {trainer.elapsed / 60:.1f} min", bar)
-    if os.path.exists(ckpt):
-        os.unlink(ckpt)
+    if world.main:
+        trainer.student.write_back()
+        write_model(model, job.output, binary=job.binary)
+        log(f"wrote {job.output} after {trainer.step} steps, {trainer.elapsed / 60:.1f} min",
+            bar)
+        if os.path.exists(ckpt):
+            os.unlink(ckpt)
+    parallel.stop(world)
 
 
 def with_valid(loss: float | None) -> str:
@@ -196,7 +260,7 @@ def with_valid(loss: float | None) -> str:
     return "" if loss is None else f", valid {loss:.5g}"
 
 
-def keep_best(trainer: Trainer, bar: bool) -> None:
+def keep_best(trainer: Trainer, bar: bool | None) -> None:
     """Put the best validated parameters back into the student, saying which they are."""
     if trainer.best is None:
         return

@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import KaldiCompressError
 
+DEFAULT_SHUFFLE_BUFFER = 5000     # chunks: nnet3-shuffle-egs's default --buffer-size
+
 
 @dataclass(frozen=True)
 class LossOptions:

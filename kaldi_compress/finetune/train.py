@@ -24,6 +24,15 @@ The state after any step (parameters, optimizer moments, epoch and step, time
 used, the best parameters and their validation loss) can be saved as a checkpoint
 and restored exactly; Ctrl-C finishes the current step, saves it and raises
 KeyboardInterrupt.
+
+The chunks are a :class:`.chunks.ChunkSet` in memory (an epoch is a seeded
+permutation of them) or a :class:`.stream.ChunkStream` (a table read as training
+goes, the teacher's targets computed per batch).  Under ``torch.distributed``
+(:mod:`.parallel`, a :class:`World` of N processes), a step's global batch is
+``batch_size`` x N chunks: every process takes its own ``batch_size`` of them,
+the gradients are summed across processes, and every decision that must agree
+(stop after Ctrl-C, the time budget, validation) is reduced across them; only
+rank 0 writes checkpoints.
 """
 from __future__ import annotations
 
@@ -42,9 +51,10 @@ import torch
 from ..compute.forward import NnetForward
 from ..errors import KaldiCompressError
 from ..io.files import write_output
-from .chunks import ChunkSet
+from .chunks import ChunkSet, to_device
 from .loss import distill_loss
 from .options import TrainOptions
+from .parallel import World, all_reduce, sum_gradients
 
 CHECKPOINT_VERSION = 2
 
@@ -87,33 +97,44 @@ class Best:
     params: dict[str, torch.Tensor]
 
 
-def check_chunks(chunks: ChunkSet, student: NnetForward, what: str) -> None:
-    """Chunks must carry teacher targets of the student's output dimension."""
-    if chunks.targets is None:
+def check_chunks(chunks, student: NnetForward, what: str) -> None:
+    """Chunks must carry (or, streamed, compute) teacher targets of the student's
+    output dimension."""
+    if not isinstance(chunks, ChunkSet):
+        dim = chunks.output_dim
+    elif chunks.targets is None:
         raise KaldiCompressError(f"the {what} chunks have no teacher targets")
-    if chunks.targets.shape[-1] != student.output_dim:
+    else:
+        dim = chunks.targets.shape[-1]
+    if dim != student.output_dim:
         raise KaldiCompressError(f"the student has {student.output_dim} outputs, the "
-                                 f"teacher {chunks.targets.shape[-1]}")
+                                 f"teacher {dim}")
 
 
-def chunks_fingerprint(chunks: ChunkSet | None) -> list | None:
-    """Chunk and frame counts and a checksum of the targets (their first output)."""
+def chunks_fingerprint(chunks) -> list | None:
+    """Chunk and frame counts and a checksum of the targets (their first output; of a
+    stream, of its keys and lengths)."""
     if chunks is None:
         return None
+    if not isinstance(chunks, ChunkSet):
+        return chunks.fingerprint()
     return [len(chunks), chunks.num_outputs, float(chunks.targets[..., 0].double().sum())]
 
 
 class Trainer:
-    """Trains ``student`` on ``chunks`` (whose ``targets`` are the teacher's outputs),
-    keeping the best parameters on ``valid`` chunks if given."""
+    """Trains ``student`` on ``chunks`` (whose ``targets`` are the teacher's outputs, or
+    a stream computing them), keeping the best parameters on ``valid`` chunks if given;
+    one process of ``world``, computing on ``device`` (where the student is)."""
 
-    def __init__(self, student: NnetForward, chunks: ChunkSet, opts: TrainOptions,
-                 valid: ChunkSet | None = None):
+    def __init__(self, student: NnetForward, chunks, opts: TrainOptions,
+                 valid: ChunkSet | None = None, world: World = World(),
+                 device: torch.device = torch.device("cpu")):
         opts.check()
         check_chunks(chunks, student, "training")
         if valid is not None:
             check_chunks(valid, student, "validation")
         self.student, self.chunks, self.opts, self.valid = student, chunks, opts, valid
+        self.world, self.device = world, device
         self.params = trainable_parameters(student)
         if not self.params:
             raise KaldiCompressError("the student has no trainable parameters")
@@ -126,14 +147,17 @@ class Trainer:
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(plist, lr=opts.lr)
         else:
             self.optimizer = torch.optim.SGD(plist, lr=opts.lr, momentum=0.9)
-        self.steps_per_epoch = -(-len(chunks) // opts.batch_size)
+        self.steps_per_epoch = -(-len(chunks) // (opts.batch_size * world.size))
         self.total_steps = opts.epochs * self.steps_per_epoch
         self.step = 0                  # steps done
         self.elapsed = 0.0             # seconds used by earlier runs (restored checkpoints)
         self.history: list[EpochStats] = []
         self.best: Best | None = None  # set by validate()
         self._epoch_loss = [0.0, 0]    # running sum, count within the current epoch
-        self._stop = False
+        self._stop = False             # stop after this step (agreed by all processes)
+        self._interrupted = False      # Ctrl-C seen by this process
+        self._clock = lambda: self.elapsed   # seconds used, this run included (train())
+        self._agreed_elapsed = 0.0     # the clock all processes agreed on at the last step
 
     # --- schedule ----------------------------------------------------------------------
     def progress(self, elapsed: float) -> float:
@@ -143,42 +167,87 @@ class Trainer:
         return p
 
     def batches(self, epoch: int) -> list[torch.Tensor]:
-        """The chunk indexes of each step of an epoch (a seeded shuffle)."""
+        """This process's chunk indexes of each step of an epoch: a seeded shuffle cut
+        into global batches of ``batch_size`` x processes, and this process's part."""
         g = torch.Generator().manual_seed(self.opts.seed * 1_000_003 + epoch)
         perm = torch.randperm(len(self.chunks), generator=g)
-        return list(perm.split(self.opts.batch_size))
+        b, r = self.opts.batch_size, self.world.rank
+        return [step[r * b:(r + 1) * b] for step in perm.split(b * self.world.size)]
+
+    def epoch_batches(self, epoch: int, first: int):
+        """This process's batches of an epoch from step ``first`` on: chunk indexes, or
+        the :class:`.stream.Batch` objects of a stream."""
+        if isinstance(self.chunks, ChunkSet):
+            return iter(self.batches(epoch)[first:])
+        return self.chunks.batches(epoch, first, self.opts.batch_size, self.world)
 
     # --- one step -----------------------------------------------------------------------
-    def loss_on(self, idx: torch.Tensor) -> torch.Tensor:
-        feats, ivecs = self.chunks.inputs(idx)
-        out = self.student(feats, ivecs, self.chunks.geometry)
-        return distill_loss(out, self.chunks.targets[idx].float(), self.chunks.mask[idx],
-                            self.opts.loss)
+    def _batch(self, idx, chunks: ChunkSet | None = None) -> tuple:
+        """(feats, ivectors, targets, mask, geometry) of a batch, on the device: chunks
+        ``idx`` of ``chunks`` (default the training chunks), or a streamed batch."""
+        chunks = self.chunks if chunks is None else chunks
+        if isinstance(idx, torch.Tensor):
+            feats, ivecs = chunks.inputs(idx)
+            batch = (feats, ivecs, chunks.targets[idx], chunks.mask[idx])
+        else:
+            batch = (idx.feats, idx.ivectors, idx.targets, idx.mask)
+        return (*to_device(batch, self.device), chunks.geometry)
 
-    def train_step(self, idx: torch.Tensor, lr: float) -> float:
+    def loss_on(self, idx) -> torch.Tensor:
+        feats, ivecs, targets, mask, geometry = self._batch(idx)
+        out = self.student(feats, ivecs, geometry)
+        return distill_loss(out, targets.float(), mask, self.opts.loss)
+
+    def train_step(self, idx, lr: float) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_on(idx)
-        loss.backward()
+        if self.world.distributed:
+            value = self._shared_backward(idx)
+        else:
+            loss = self.loss_on(idx)
+            loss.backward()
+            value = float(loss.detach())
         if self.opts.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params.values(), self.opts.max_grad_norm)
         self.optimizer.step()
         self.step += 1
-        return float(loss.detach())
+        return value
+
+    def _shared_backward(self, idx) -> float:
+        """Gradients of the global batch's mean loss, summed over the processes (whose
+        shares may differ in counted frames, or be empty); the loss of the global batch.
+        Also agrees on stopping (any process's Ctrl-C) and on the clock (the slowest)."""
+        mine = 0 if idx is None or len(idx) == 0 else (
+            int(self.chunks.mask[idx].sum()) if isinstance(idx, torch.Tensor)
+            else int(idx.mask.sum()))
+        loss = self.loss_on(idx) if mine else None
+        total, frames = all_reduce([float(loss.detach()) * mine if mine else 0.0, mine],
+                                   self.device)
+        stop, clock = all_reduce([float(self._interrupted), self._clock()], self.device, "max")
+        self._stop, self._agreed_elapsed = stop > 0, clock
+        if loss is not None:
+            (loss * (mine / frames)).backward()
+        sum_gradients(list(self.params.values()))
+        return total / frames
 
     def evaluate(self, chunks: ChunkSet, batch_size: int = 64) -> float:
-        """Mean loss per counted frame on other chunks (no training)."""
+        """Mean loss per counted frame on other chunks (no training); with several
+        processes, each evaluates every N-th batch and the sums are reduced."""
         total = frames = 0.0
+        w = self.world
         with torch.no_grad():
-            for i in range(0, len(chunks), batch_size):
+            for b, i in enumerate(range(0, len(chunks), batch_size)):
+                if b % w.size != w.rank:
+                    continue
                 idx = torch.arange(i, min(i + batch_size, len(chunks)))
-                feats, ivecs = chunks.inputs(idx)
-                out = self.student(feats, ivecs, chunks.geometry)
-                n = float(chunks.mask[idx].sum())
-                total += float(distill_loss(out, chunks.targets[idx].float(), chunks.mask[idx],
-                                            self.opts.loss)) * n
+                feats, ivecs, targets, mask, geometry = self._batch(idx, chunks)
+                out = self.student(feats, ivecs, geometry)
+                n = float(mask.sum())
+                total += float(distill_loss(out, targets.float(), mask, self.opts.loss)) * n
                 frames += n
+        if w.distributed:
+            total, frames = all_reduce([total, frames], self.device)
         return total / max(frames, 1.0)
 
     # --- validation and early stopping ---------------------------------------------------
@@ -218,7 +287,11 @@ class Trainer:
         written after every epoch, every ``checkpoint_minutes`` and on Ctrl-C.  With
         validation chunks, stops early as ``early_stop_patience`` says."""
         started = time.monotonic() if started is None else started
-        elapsed = lambda: self.elapsed + time.monotonic() - started  # noqa: E731
+        self._clock = lambda: self.elapsed + time.monotonic() - started
+        self._agreed_elapsed = self.elapsed
+        # several processes must agree on the time budget: the clock of the last step
+        elapsed = (lambda: self._agreed_elapsed) if self.world.distributed else self._clock
+        checkpoint = checkpoint if self.world.main else None
         last_save = time.monotonic()
         bar = None
         if progress:
@@ -232,7 +305,7 @@ class Trainer:
             while self.step < self.total_steps and self.progress(elapsed()) < 1.0 \
                     and not self.stopped_early:
                 epoch, first = divmod(self.step, self.steps_per_epoch)
-                for idx in self.batches(epoch)[first:]:
+                for idx in self.epoch_batches(epoch, first):
                     lr = self.opts.lr * lr_factor(self.progress(elapsed()), self.opts.warmup,
                                                   self.opts.final_lr)
                     loss = self.train_step(idx, lr)
@@ -278,7 +351,8 @@ class Trainer:
         previous = signal.getsignal(signal.SIGINT)
 
         def handler(signum, frame):
-            self._stop = True
+            self._interrupted = True
+            self._stop = self._stop or not self.world.distributed   # else: agreed per step
             signal.signal(signal.SIGINT, previous)
             print("kaldi-compress: stopping after this step (Ctrl-C again to abort)",
                   file=sys.stderr)
@@ -301,7 +375,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "step": self.step, "elapsed": self.elapsed if elapsed is None else elapsed,
                 "epoch_loss": list(self._epoch_loss),
-                "history": [asdict(h) for h in self.history],
+                "history": [asdict(h) for h in self.history], "world_size": self.world.size,
                 "best": None if self.best is None else
                 {"epoch": self.best.epoch, "loss": self.best.loss, "params": self.best.params},
                 "options": self.opts.schedule_dict(), "fingerprint": self.fingerprint()}
@@ -312,6 +386,10 @@ class Trainer:
         if state["fingerprint"] != self.fingerprint():
             raise KaldiCompressError(f"{where}: made for another student or other data")
         mine = self.opts.schedule_dict()
+        if state.get("world_size", 1) != self.world.size:
+            raise KaldiCompressError(f"{where}: made by {state.get('world_size', 1)} processes, "
+                                     f"now {self.world.size} (resume with the same number: it "
+                                     "sets the global batch)")
         for k, v in state["options"].items():
             if mine.get(k) != v:
                 raise KaldiCompressError(f"{where}: made with {k}={v}, now {mine.get(k)} "

@@ -70,6 +70,60 @@ def read_matrix_dict(rspecifier: str) -> dict[str, np.ndarray]:
     return dict(read_matrices(rspecifier))
 
 
+def scp_entries(rspecifier: str) -> list[tuple[str, str]] | None:
+    """(key, rxfile) of every line of an ``scp:FILE`` rspecifier, in order; None for an
+    ``ark:`` one (which can only be read in order).  The rxfile keeps its offset and
+    range (``feats.ark:123[0:99]``), for :func:`read_matrix` and :func:`matrix_rows`."""
+    kind, _, target = _split(rspecifier, "rspecifier")
+    if kind != "scp":
+        return None
+    out = []
+    lines = read_input(target).splitlines()
+    for n, raw in enumerate(lines, 1):
+        parts = raw.decode("utf-8", "replace").split(None, 1)
+        if len(parts) == 1:
+            raise KaldiCompressError(f"{target}: line {n}: expected 'key rxfile'")
+        if parts:
+            out.append((parts[0], parts[1].strip()))
+    return out
+
+
+def read_matrix(rxfile: str) -> np.ndarray:
+    """One matrix of an scp line's rxfile (``FILE:OFFSET`` with an optional row/column
+    range, or a command ending in ``|``), as float32."""
+    path, ranges = kaldi_io.kaldi_io._strip_mat_range(rxfile)
+    try:
+        mat = kaldi_io.read_mat(path)
+    except (OSError, ValueError, AssertionError, UnicodeDecodeError) as e:
+        raise KaldiCompressError(f"cannot read {rxfile}: {e}") from None
+    if ranges is not None:
+        mat = mat[ranges]
+    return np.ascontiguousarray(mat, dtype=np.float32)
+
+
+def matrix_rows(rxfile: str) -> int:
+    """The number of rows of an rxfile's matrix, from its binary header alone when it is
+    a ``FILE:OFFSET`` (plain, or Kaldi's compressed formats); else by reading it."""
+    path, ranges = kaldi_io.kaldi_io._strip_mat_range(rxfile)
+    file, sep, offset = path.rpartition(":")
+    if path.endswith("|") or not sep or not offset.isdigit() or file.endswith(".gz"):
+        return len(read_matrix(rxfile))
+    try:
+        with open(file, "rb") as f:
+            f.seek(int(offset))
+            head = f.read(21)
+    except OSError as e:
+        raise KaldiCompressError(f"cannot read {rxfile}: {e.strerror or e}") from None
+    kind = head[2:5]
+    if head[:2] != b"\0B" or kind not in (b"FM ", b"DM ", b"CM ", b"CM2", b"CM3"):
+        return len(read_matrix(rxfile))      # text, or not a matrix: let the reader say
+    at = 6 if kind in (b"FM ", b"DM ") else 13   # after a size byte; after min and range
+    rows = int(np.frombuffer(head[at:at + 4], dtype="<i4")[0])
+    if ranges is not None:
+        rows = len(range(rows)[ranges[0] if isinstance(ranges, tuple) else ranges])
+    return rows
+
+
 class MatrixWriter:
     """Writes (key, matrix) pairs to a wspecifier ``ark[,t]:FILE``.
 
