@@ -9,11 +9,13 @@ import sys
 import warnings
 
 from ..errors import KaldiCompressError
-from . import compare, compress, compute, copy, fidelity, finetune, info, prune, svd, tt, wer
+from . import (compare, compress, compute, copy, fidelity, finetune, info, pack, prune, svd, tt,
+               wer)
 
 COMMANDS = {"info": info, "copy": copy, "svd": svd, "tt": tt, "prune": prune,
             "compress": compress, "compute": compute,
-            "fidelity": fidelity, "finetune": finetune, "wer": wer, "compare": compare}
+            "fidelity": fidelity, "finetune": finetune, "wer": wer, "compare": compare,
+            "pack": pack, "unpack": pack.UNPACK}
 
 
 def kaldi_bool(value: str) -> bool:
