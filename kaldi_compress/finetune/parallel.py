@@ -59,6 +59,14 @@ def start(world: World, device: torch.device) -> None:
                                 rank=world.rank, world_size=world.size)
 
 
+def barrier(world: World) -> None:
+    """Wait for every process (e.g. until rank 0 has written a checkpoint)."""
+    import torch.distributed as dist
+
+    if world.distributed and dist.is_initialized():
+        dist.barrier()
+
+
 def stop(world: World) -> None:
     """Wait for every process, then leave the group."""
     import torch.distributed as dist

@@ -54,7 +54,7 @@ from ..io.files import write_output
 from .chunks import ChunkSet, to_device
 from .loss import distill_loss
 from .options import TrainOptions
-from .parallel import World, all_reduce, sum_gradients
+from .parallel import World, all_reduce, barrier, sum_gradients
 
 CHECKPOINT_VERSION = 2
 
@@ -325,6 +325,7 @@ class Trainer:
                         self.save(checkpoint, elapsed())
                         last_save = time.monotonic()
                     if self._stop:
+                        barrier(self.world)      # the checkpoint is written when all stop
                         raise KeyboardInterrupt
                     if done or self.stopped_early:
                         break
