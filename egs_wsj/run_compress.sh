@@ -29,10 +29,13 @@ xent_regularize=0.1     # --finetune kaldi: the value the source model was train
 ft_epochs=1
 ft_initial_lrate=0.0001 # --finetune kaldi: a fifth of tdnn1i's learning rates
 ft_final_lrate=0.00001
+distill_nj=1            # --finetune distill: data-parallel processes (torchrun when > 1)
+use_gpu=false           # --finetune distill: through $cuda_cmd, one GPU per process
 dry_run=false           # print the commands (prefixed '+ ') instead of running them
 # End configuration section.
 options="stage method param_ratio finetune tree_dir lat_dir egs_dir nnet3_affix train_set
- test_sets nj rescore xent_regularize ft_epochs ft_initial_lrate ft_final_lrate dry_run"
+ test_sets nj rescore xent_regularize ft_epochs ft_initial_lrate ft_final_lrate distill_nj
+ use_gpu dry_run"
 
 help_message="Usage: $0 [options] <src-dir> <dst-dir>
  e.g.: $0 --method svd --param-ratio 0.5 exp/chain/tdnn1i_sp exp/chain/tdnn1i_svd50_sp
@@ -43,6 +46,9 @@ Options (--name value or --name=value):
   --finetune <none|kaldi|distill>  # fine-tuning after compression (default $finetune)
   --tree-dir <dir>         # chain tree dir with graph_tgpr and graph_bd_tgpr
   --nj <n>                 # decoding jobs (default: speakers per test set)
+  --distill-nj <n>         # --finetune distill: processes under torchrun (default $distill_nj;
+                           # each takes 16 chunks per step: global batch 16 x n)
+  --use-gpu <true|false>   # --finetune distill: run it with \$cuda_cmd on GPUs (default $use_gpu)
   --dry-run <true|false>   # print the commands instead of running them (no Kaldi needed)
   (and --lat-dir --egs-dir --nnet3-affix --train-set --test-sets --rescore
    --xent-regularize --ft-epochs --ft-initial-lrate --ft-final-lrate)"
@@ -74,6 +80,7 @@ if [ -f cmd.sh ]; then
 else
   train_cmd=run.pl
   decode_cmd=run.pl
+  cuda_cmd=run.pl
 fi
 if [ -f path.sh ]; then
   # shellcheck source=/dev/null
@@ -108,6 +115,8 @@ if ! [[ $param_ratio =~ ^[0-9]*\.?[0-9]+$ ]] ||
   die "--param-ratio: expected a number in (0, 1], got '$param_ratio'"
 fi
 [[ -z $nj || $nj =~ ^[1-9][0-9]*$ ]] || die "--nj: expected a positive integer, got '$nj'"
+[[ $distill_nj =~ ^[1-9][0-9]*$ ]] ||
+  die "--distill-nj: expected a positive integer, got '$distill_nj'"
 
 if [ $# -ne 2 ]; then
   echo "$help_message" >&2
@@ -126,6 +135,8 @@ if ! $dry_run; then
     "from egs/wsj/s5 of a built Kaldi, or use --dry-run true"
   command -v nnet3-latgen-faster >/dev/null || die "Kaldi's binaries are not on PATH (see path.sh)"
   command -v kaldi-compress >/dev/null || die "kaldi-compress is not on PATH (pip install kaldi-compress)"
+  [ "$distill_nj" -eq 1 ] || command -v torchrun >/dev/null ||
+    die "torchrun is not on PATH (it comes with torch)"
 fi
 
 # The inputs, checked before anything runs (also with --dry-run).
@@ -227,11 +238,22 @@ if [ "$stage" -le 1 ] && [ "$finetune" = distill ]; then
   else
     feats=scp:$train_data/feats.scp
   fi
-  # shellcheck disable=SC2086  # $train_cmd is a command with options: split on purpose
-  run $train_cmd "$dst_dir/log/finetune.log" \
-    kaldi-compress finetune "--teacher=$src_dir/final.mdl" "--feats=$feats" \
+  # One process by default; with --distill-nj N, N data-parallel processes under
+  # torchrun (gloo on CPU, nccl on GPU; rank 0 writes), holding N slots (queue.pl
+  # --num-threads N) or N GPUs (--gpu N) of the job's node.
+  distill_cmd=$train_cmd slots=() launch=(kaldi-compress finetune) device=()
+  if $use_gpu; then
+    distill_cmd=$cuda_cmd slots=(--gpu "$distill_nj") device=(--device=cuda)
+  elif [ "$distill_nj" -gt 1 ]; then
+    slots=(--num-threads "$distill_nj") device=(--device=cpu)
+  fi
+  [ "$distill_nj" -eq 1 ] || launch=(torchrun --standalone "--nproc-per-node=$distill_nj"
+                                     --no-python "${launch[@]}")
+  # shellcheck disable=SC2086  # $distill_cmd is a command with options: split on purpose
+  run $distill_cmd "${slots[@]}" "$dst_dir/log/finetune.log" \
+    "${launch[@]}" "--teacher=$src_dir/final.mdl" "--feats=$feats" \
     "--online-ivectors=scp:$ivector_root/ivectors_${train_set}_hires/ivector_online.scp" \
-    --online-ivector-period=10 "$dst_dir/final.mdl" "$dst_dir/final.mdl.tuned"
+    --online-ivector-period=10 "${device[@]}" "$dst_dir/final.mdl" "$dst_dir/final.mdl.tuned"
   run mv "$dst_dir/final.mdl.tuned" "$dst_dir/final.mdl"
 fi
 

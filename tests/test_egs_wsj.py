@@ -161,6 +161,31 @@ def test_dry_run_distillation_uses_cmd_sh(s5):
     assert decode_command("test_dev93", "tgpr", 10, "'queue.pl --mem 2G'") in cmds
 
 
+DISTILL_ARGS = (f"--teacher={SRC}/final.mdl --feats=scp:data/train_si284_sp_hires/feats.scp "
+                "--online-ivectors=scp:exp/nnet3/ivectors_train_si284_sp_hires/"
+                "ivector_online.scp --online-ivector-period=10")
+
+
+@pytest.mark.parametrize("args, command", [
+    (("--distill-nj", "4"),
+     "queue.pl --mem 4G --num-threads 4 {log} torchrun --standalone --nproc-per-node=4 "
+     "--no-python kaldi-compress finetune {args} --device=cpu {models}"),
+    (("--use-gpu", "true"),
+     "queue.pl --gpu 1 --gpu 1 {log} kaldi-compress finetune {args} --device=cuda {models}"),
+    (("--use-gpu=true", "--distill-nj=2"),
+     "queue.pl --gpu 1 --gpu 2 {log} torchrun --standalone --nproc-per-node=2 "
+     "--no-python kaldi-compress finetune {args} --device=cuda {models}"),
+])
+def test_distillation_runs_data_parallel_through_train_or_cuda_cmd(s5, args, command):
+    (s5 / "cmd.sh").write_text('export train_cmd="queue.pl --mem 4G"\n'
+                               'export decode_cmd="queue.pl --mem 2G"\n'
+                               'export cuda_cmd="queue.pl --gpu 1"\n')
+    cmds = commands(run(s5, "--dry-run", "true", "--finetune", "distill", *args, SRC, DST))
+    assert command.format(log=f"{DST}/log/finetune.log", args=DISTILL_ARGS,
+                          models=f"{DST}/final.mdl {DST}/final.mdl.tuned") in cmds
+    assert f"mv {DST}/final.mdl.tuned {DST}/final.mdl" in cmds
+
+
 def test_distillation_features_get_online_cmn_like_decoding(s5):
     (s5 / SRC / "online_cmvn").write_text("true\n")
     (s5 / SRC / "cmvn_opts").write_text("--config=conf/online_cmvn.conf\n")
@@ -190,6 +215,8 @@ def test_later_stage_starts_there(s5):
     (("--dry-run", "yes"), 'expected "true" or "false": --dry-run yes'),
     (("--param-ratio", "1.5"), "--param-ratio: expected a number in (0, 1], got '1.5'"),
     (("--nj", "0"), "--nj: expected a positive integer, got '0'"),
+    (("--distill-nj", "two"), "--distill-nj: expected a positive integer, got 'two'"),
+    (("--use-gpu", "1"), 'expected "true" or "false": --use-gpu 1'),
     (("--stage",), "--stage: expected an integer, got 'exp/chain/tdnn1i_sp'"),
 ])
 def test_option_errors(s5, args, message):
