@@ -6,25 +6,24 @@ import json
 import sys
 
 from ..io.files import write_output
-from ..nnet3 import read_model
-from .shared import (add_calibration, add_compress_options, calibration, common_options, finish,
-                     refuse_overwrite)
+from .shared import (add_calibration, add_compress_options, add_width_options, common_options,
+                     compress_model, finish, width_options)
+
+
+HELP = "prune widths and factorize layers under one parameter budget"
+DESCRIPTION = """\
+Choose hidden-unit widths (structured pruning), SVD ranks and, with --methods=...,tt,
+tensor-train layers under one budget (--param-ratio or --target-params) by their
+measured damage to the network output on calibration audio; the widths are applied
+first, then the ranks meet the budget exactly."""
 
 
 def add_parser(sub, kaldi_bool) -> None:
-    p = sub.add_parser(
-        "compress", help="prune widths and factorize layers under one parameter budget",
-        description="Choose hidden-unit widths (structured pruning), SVD ranks and, with "
-        "--methods=...,tt, tensor-train layers under one budget (--param-ratio or "
-        "--target-params) by their measured damage to the network output on calibration "
-        "audio; the widths are applied first, then the ranks meet the budget exactly.")
+    p = sub.add_parser("compress", help=HELP, description=DESCRIPTION)
     p.add_argument("--methods", default="svd,prune", metavar="LIST",
                    help="comma-separated, of svd, prune, tt (default svd,prune)")
     add_calibration(p, True, "the audio that prices the choices and refits the layers")
-    p.add_argument("--refit", type=kaldi_bool, default=True, metavar="BOOL",
-                   help="pruning: refit the layers reading a pruned space by least squares")
-    p.add_argument("--min-width", type=int, default=8, metavar="N",
-                   help="pruning: never prune a space below N units (default 8)")
+    add_width_options(p, kaldi_bool)
     p.add_argument("--closed-loop", type=kaldi_bool, default=True, metavar="BOOL",
                    help="SVD: refit each layer on the inputs of the compressed layers below it")
     add_compress_options(p, kaldi_bool)
@@ -33,19 +32,13 @@ def add_parser(sub, kaldi_bool) -> None:
 def run(args) -> int:
     from ..compress.joint import JointOptions, joint_compress
     from ..compress.spine import format_report, report_dict
-    refuse_overwrite(args)
-    opts = JointOptions(**common_options(args), methods=tuple(args.methods.split(",")),
-                        refit=args.refit, min_width=args.min_width,
-                        closed_loop=args.closed_loop)
-    opts.check()
-    model = read_model(args.input)
-    before = model.nnet.num_parameters
-    opts.calibration = calibration(args)
-    stages = joint_compress(model.nnet, opts)
+    opts = JointOptions(**common_options(args), **width_options(args),
+                        methods=tuple(args.methods.split(",")), closed_loop=args.closed_loop)
+    model, before, stages = compress_model(args, opts, joint_compress)
     for stage in stages:
         print(f"kaldi-compress: {stage.name}", file=sys.stderr)
         print(format_report(stage.reports), file=sys.stderr, end="")
-    finish(model, args, before, None)
+    finish(args, model, before, None)
     if args.report:
         after = model.nnet.num_parameters
         doc = {"params_before": before, "params_after": after,

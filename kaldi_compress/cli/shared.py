@@ -6,7 +6,7 @@ import sys
 
 from ..errors import KaldiCompressError
 from ..io.files import same_file, write_output
-from ..nnet3 import Model, write_model
+from ..nnet3 import Model, read_model, write_model
 
 
 def add_model_io(p) -> None:
@@ -57,6 +57,23 @@ def add_calibration(p, required: bool, what: str) -> None:
                    "--calibration-data")
     p.add_argument("--max-utts", type=int, default=120, metavar="N",
                    help="calibration utterances to use in all (default 120)")
+    p.add_argument("--shrinkage", type=float, default=0.0, metavar="A",
+                   help="fit on the calibration statistics plus isotropic noise of A times "
+                   "their mean variance: a ridge against directions the audio barely spans "
+                   "(default 0)")
+
+
+def add_width_options(p, kaldi_bool) -> None:
+    """``--refit`` and ``--min-width`` of width pruning (:class:`..compress.prune.WidthOptions`)."""
+    p.add_argument("--refit", type=kaldi_bool, default=True, metavar="BOOL",
+                   help="pruning: refit the layers reading a pruned space by least squares "
+                   "(default true; false: removed units are replaced by their means)")
+    p.add_argument("--min-width", type=int, default=8, metavar="N",
+                   help="pruning: never prune a space below N units (default 8)")
+
+
+def width_options(args) -> dict:
+    return {"refit": args.refit, "min_width": args.min_width}
 
 
 def calibration(args):
@@ -66,7 +83,21 @@ def calibration(args):
     if not args.model_dir:
         raise KaldiCompressError("--calibration-data needs --model-dir")
     from ..compress.calibrate import load_calibration
-    return load_calibration(args.model_dir, args.calibration_data, max_utts=args.max_utts)
+    return load_calibration(args.model_dir, args.calibration_data, max_utts=args.max_utts,
+                            shrinkage=args.shrinkage)
+
+
+def compress_model(args, opts, method) -> tuple[Model, int, object]:
+    """The steps of every compression command before writing: refuse to overwrite IN,
+    check ``opts``, read IN, load the calibration audio (data-aware methods), and run
+    ``method(nnet, opts)``; returns the model, its parameters before, and the result."""
+    refuse_overwrite(args)
+    opts.check()
+    model = read_model(args.input)
+    before = model.nnet.num_parameters
+    if hasattr(opts, "calibration"):
+        opts.calibration = calibration(args)
+    return model, before, method(model.nnet, opts)
 
 
 def refuse_overwrite(args) -> None:
@@ -100,7 +131,7 @@ def common_options(args) -> dict:
             "progress": sys.stderr.isatty()}
 
 
-def finish(model: Model, args, before: int, reports) -> None:
+def finish(args, model: Model, before: int, reports) -> None:
     """Print the parameter totals, write the model and (with --report) the JSON table."""
     from ..compress.spine import format_report, report_dict
     if reports is not None:

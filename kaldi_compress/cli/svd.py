@@ -5,7 +5,7 @@ import sys
 
 from ..errors import KaldiCompressError
 from ..nnet3 import read_model
-from .shared import (add_calibration, add_compress_options, calibration, common_options, finish,
+from .shared import (add_calibration, add_compress_options, common_options, compress_model, finish,
                      refuse_overwrite)
 
 
@@ -30,35 +30,36 @@ def add_parser(sub, kaldi_bool) -> None:
 
 
 def run(args) -> int:
-    from ..compress.kaldi_svd import apply_svd_kaldi
     from ..compress.svd import SvdOptions, svd_compress
+    if args.kaldi_compatible:
+        return _run_kaldi(args)
+    opts = SvdOptions(**common_options(args), bottleneck_dim=args.bottleneck_dim,
+                      energy_threshold=args.energy_threshold, closed_loop=args.closed_loop)
+    finish(args, *compress_model(args, opts, svd_compress))
+    return 0
+
+
+def _run_kaldi(args) -> int:
+    """``--kaldi-compatible``: Kaldi's apply-svd, with its log lines."""
+    from ..compress.kaldi_svd import apply_svd_kaldi
+    if args.param_ratio is not None or args.target_params is not None or args.calibration_data:
+        raise KaldiCompressError("--kaldi-compatible takes only --bottleneck-dim or "
+                                 "--energy-threshold (and --shrinkage-threshold)")
     refuse_overwrite(args)
     model = read_model(args.input)
     before = model.nnet.num_parameters
-    if args.kaldi_compatible:
-        if args.param_ratio is not None or args.target_params is not None \
-                or args.calibration_data:
-            raise KaldiCompressError("--kaldi-compatible takes only --bottleneck-dim or "
-                                     "--energy-threshold (and --shrinkage-threshold)")
-        if not model.nnet.find_components(args.components):
-            raise KaldiCompressError(f"--components={args.components} matches no component")
-        records = apply_svd_kaldi(model.nnet, args.components,
-                                  args.bottleneck_dim if args.bottleneck_dim else -1,
-                                  args.energy_threshold if args.energy_threshold else -1.0,
-                                  args.shrinkage_threshold)
-        for r in records:
-            if r.rank is None:
-                print(f"kaldi-compress: not decomposing {r.component}: {r.note}", file=sys.stderr)
-            else:
-                print(f"kaldi-compress: {r.component} ({r.input_dim},{r.output_dim}) -> rank "
-                      f"{r.rank}, singular value squared sum {r.energy_before:.6g} -> "
-                      f"{r.energy_after:.6g}, shrinkage ratio {r.shrinkage:.6g}", file=sys.stderr)
-        reports = None
-    else:
-        opts = SvdOptions(**common_options(args), bottleneck_dim=args.bottleneck_dim,
-                          energy_threshold=args.energy_threshold, closed_loop=args.closed_loop)
-        opts.check()
-        opts.calibration = calibration(args)
-        reports = svd_compress(model.nnet, opts)
-    finish(model, args, before, reports)
+    if not model.nnet.find_components(args.components):
+        raise KaldiCompressError(f"--components={args.components} matches no component")
+    records = apply_svd_kaldi(model.nnet, args.components,
+                              args.bottleneck_dim if args.bottleneck_dim else -1,
+                              args.energy_threshold if args.energy_threshold else -1.0,
+                              args.shrinkage_threshold)
+    for r in records:
+        if r.rank is None:
+            print(f"kaldi-compress: not decomposing {r.component}: {r.note}", file=sys.stderr)
+        else:
+            print(f"kaldi-compress: {r.component} ({r.input_dim},{r.output_dim}) -> rank "
+                  f"{r.rank}, singular value squared sum {r.energy_before:.6g} -> "
+                  f"{r.energy_after:.6g}, shrinkage ratio {r.shrinkage:.6g}", file=sys.stderr)
+    finish(args, model, before, None)
     return 0

@@ -4,18 +4,19 @@ from __future__ import annotations
 import os
 
 from ..errors import KaldiCompressError
-from ..nnet3 import read_model
-from .shared import add_compress_options, common_options, finish, refuse_overwrite
+from .shared import add_compress_options, common_options, compress_model, finish
+
+
+HELP = "replace affine/TDNN layers by tensor-train (TT) factorizations"
+DESCRIPTION = """\
+Factorize layers as TT-matrices (TT-SVD) written with Kaldi's own components (Permute +
+RepeatedAffine per core), so Kaldi never rebuilds the dense matrix. Give exactly one
+rule: --tt-rank, --tt-eps, --param-ratio or --target-params. With a budget each layer
+gets TT, SVD or stays as it is, whichever loses least."""
 
 
 def add_parser(sub, kaldi_bool) -> None:
-    p = sub.add_parser(
-        "tt", help="replace affine/TDNN layers by tensor-train (TT) factorizations",
-        description="Factorize layers as TT-matrices (TT-SVD) written with Kaldi's own "
-        "components (Permute + RepeatedAffine per core), so Kaldi never rebuilds the dense "
-        "matrix. Give exactly one rule: --tt-rank, --tt-eps, --param-ratio or "
-        "--target-params. With a budget each layer gets TT, SVD or stays as it is, "
-        "whichever loses least.")
+    p = sub.add_parser("tt", help=HELP, description=DESCRIPTION)
     p.add_argument("--tt-rank", type=int, metavar="R", help="maximum TT rank of every layer")
     p.add_argument("--tt-eps", type=float, metavar="E",
                    help="per layer, relative Frobenius error at most E (TT-SVD: each of the "
@@ -35,7 +36,6 @@ def add_parser(sub, kaldi_bool) -> None:
 def run(args) -> int:
     from ..compress.tt import TTShape
     from ..compress.tt_compress import TtOptions, tt_compress
-    refuse_overwrite(args)
     try:
         cores = tuple(int(v) for v in args.tt_cores.split(","))
     except ValueError:
@@ -43,13 +43,9 @@ def run(args) -> int:
     opts = TtOptions(**common_options(args), tt_rank=args.tt_rank, tt_eps=args.tt_eps,
                      tt_shape=TTShape.parse(args.tt_shape) if args.tt_shape else None,
                      tt_cores=cores, allow_svd=args.allow_svd)
-    opts.check()
-    model = read_model(args.input)
-    before = model.nnet.num_parameters
     # TT-SVD's matrices are small: spinning BLAS threads on a busy machine make them up to
     # 100x slower, and one thread loses little (unless the user set OPENBLAS_NUM_THREADS).
     from threadpoolctl import threadpool_limits
     with threadpool_limits(None if "OPENBLAS_NUM_THREADS" in os.environ else 1, "blas"):
-        reports = tt_compress(model.nnet, opts)
-    finish(model, args, before, reports)
+        finish(args, *compress_model(args, opts, tt_compress))
     return 0

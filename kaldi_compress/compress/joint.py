@@ -30,7 +30,7 @@ from typing import ClassVar
 from ..errors import KaldiCompressError
 from ..nnet3 import Nnet
 from .budget import Option, choose
-from .prune import apply_widths, plan_pruning, space_gains
+from .prune import WidthOptions, apply_widths, plan_pruning, space_gains
 from .spine import CompressOptions, LayerReport
 from .svd import SvdOptions, data_aware_table, svd_compress
 from .tt_compress import TtOptions, tt_compress
@@ -39,11 +39,9 @@ METHODS = ("svd", "prune", "tt")
 
 
 @dataclass
-class JointOptions(CompressOptions):
+class JointOptions(WidthOptions, CompressOptions):
     methods: tuple[str, ...] = ("svd", "prune")
     calibration: object | None = None    # a calibrate.Calibration (required)
-    refit: bool = True                    # pruning: least-squares refit of the consumers
-    min_width: int = 8                    # pruning: never below this width
     closed_loop: bool = True              # SVD: refit on the compressed layers' inputs
     RULES: ClassVar = ()                  # a budget only
 
@@ -52,8 +50,7 @@ class JointOptions(CompressOptions):
         if unknown or not self.methods or len(set(self.methods)) != len(self.methods):
             raise KaldiCompressError(f"--methods must list distinct methods of "
                                      f"{','.join(METHODS)}, got {','.join(self.methods)}")
-        if self.min_width < 1:
-            raise KaldiCompressError("--min-width must be positive")
+        self.check_widths()
 
 
 @dataclass

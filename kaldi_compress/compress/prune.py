@@ -40,19 +40,27 @@ from .widths import Consumer, Space, find_spaces
 
 
 @dataclass
-class PruneOptions(CompressOptions):
-    keep_fraction: float | None = None   # rule: keep this share of every space's width
-    calibration: object | None = None    # a calibrate.Calibration (required)
+class WidthOptions:
+    """How widths are cut, for every command that prunes."""
     refit: bool = True                    # least-squares refit of the consumers
     min_width: int = 8                    # never prune a space below this
+
+    def check_widths(self) -> None:
+        if self.min_width < 1:
+            raise KaldiCompressError("--min-width must be positive")
+
+
+@dataclass
+class PruneOptions(WidthOptions, CompressOptions):
+    keep_fraction: float | None = None   # rule: keep this share of every space's width
+    calibration: object | None = None    # a calibrate.Calibration (required)
     RULES: ClassVar = (("keep_fraction", "--keep-fraction"),)
 
     def check_rules(self) -> None:
         if self.keep_fraction is not None and not 0 < self.keep_fraction <= 1:
             raise KaldiCompressError(f"--keep-fraction must be in (0, 1], "
                                      f"got {self.keep_fraction}")
-        if self.min_width < 1:
-            raise KaldiCompressError("--min-width must be positive")
+        self.check_widths()
 
 
 @dataclass
