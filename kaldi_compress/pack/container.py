@@ -93,8 +93,9 @@ class Writer:
         self.parts.append(v.tobytes())
 
     def blob(self, raw: bytes | memoryview) -> None:
-        """``raw`` compressed with zstandard (the frame records its size)."""
-        frame = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
+        """``raw`` compressed with zstandard; the frame records its size and a checksum of its
+        content (XXH64), so a damaged frame is an error even where the sha256 was resealed."""
+        frame = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(raw)
         self.int(len(raw), 8)
         self.bytes(frame, 8)
 
