@@ -6,6 +6,8 @@ kept while training and ``--resume`` continues from it.  Wav data may be speed- 
 volume-perturbed as Kaldi recipes do; ``--valid-data`` picks the best epoch.
 ``--device`` picks CPU or CUDA; under ``torchrun --nproc-per-node=N`` the N
 processes train data-parallel and rank 0 writes; a large ``--feats`` table streams.
+``--pack-bits=B`` trains through the codebooks of ``pack --bits=B`` and writes weights
+on them (:mod:`kaldi_compress.finetune.qat`).
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import sys
 
 from ..finetune.distill import FinetuneJob, default_train_options, finetune
 from ..finetune.augment import parse_speeds
-from ..finetune.options import DEFAULT_SHUFFLE_BUFFER, LossOptions, TrainOptions
+from ..finetune.options import (DEFAULT_SHUFFLE_BUFFER, LossOptions, TrainOptions,
+                                parse_pack_bits)
 from .shared import add_binary, add_chunking, add_front_end, add_num_threads
 
 _T = default_train_options()
@@ -80,6 +83,11 @@ def add_parser(sub, kaldi_bool) -> None:
     g.add_argument("--early-stop-patience", type=int, default=_T.early_stop_patience,
                    metavar="N", help="with --valid-data, stop after N epochs without a lower "
                    "validation loss (default 0: train all epochs, still keep the best)")
+    g.add_argument("--pack-bits", default=None, metavar="B",
+                   help="quantization-aware: train through the codebooks of at most 2^B "
+                   "values per weight matrix that 'kaldi-compress pack --bits=B' uses "
+                   "(refit every epoch, straight-through gradients) and write weights on "
+                   "them, so the pack is lossless; B in 1..8 (default: off)")
     g.add_argument("--seed", type=int, default=0, metavar="N",
                    help="of the shuffles and the volume gains")
     g.add_argument("--resume", type=kaldi_bool, default=False, metavar="BOOL",
@@ -102,7 +110,7 @@ def run(args) -> int:
                          optimizer=args.optimizer, warmup=args.warmup, final_lr=args.final_lr,
                          max_grad_norm=args.max_grad_norm, max_minutes=args.max_minutes,
                          seed=args.seed, early_stop_patience=args.early_stop_patience,
-                         loss=loss)
+                         pack_bits=parse_pack_bits(args.pack_bits), loss=loss)
     finetune(FinetuneJob(
         args.teacher, args.student, args.output, model_dir=args.model_dir, data=args.data,
         valid_data=args.valid_data, speed_perturb=parse_speeds(args.speed_perturb),

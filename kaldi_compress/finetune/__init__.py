@@ -17,7 +17,7 @@ _WHERE = {
     "Perturbation": "augment",
     "distill_loss": "loss",
     "EpochStats": "train", "Trainer": "train", "lr_factor": "train",
-    "trainable_parameters": "train",
+    "trainable_parameters": "train", "QuantizeAware": "qat",
 }
 __all__ = sorted(_WHERE)
 

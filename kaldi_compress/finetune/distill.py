@@ -19,6 +19,10 @@ process trains on its share of each step and rank 0 alone logs and writes
 (:mod:`.parallel`); a feature table of more than ``shuffle_buffer`` chunks is
 streamed, never held in memory (:mod:`.stream`), while a smaller one is held and
 shuffled whole, as wav data is.
+
+With ``train.pack_bits`` B (``--pack-bits``, :mod:`.qat`), the student is trained
+through the B-bit codebooks ``pack --bits=B`` would give its weight matrices and
+written with its weights on them, so that packing it loses nothing.
 """
 from __future__ import annotations
 
@@ -222,6 +226,10 @@ def finetune(job: FinetuneJob) -> None:
         corpus = wav_corpus(job.model_dir, job.valid_data, job.dither, bool(bar))
         valid = teacher_chunks(corpus, cut, job, "validation", bar, device)
     trainer = Trainer(place(NnetForward(model.nnet), device), chunks, opts, valid, world, device)
+    if trainer.qat is not None:
+        log(f"quantization-aware: {len(trainer.qat.weights)} weight matrices through "
+            f"codebooks of at most {1 << trainer.qat.bits} values (pack --bits="
+            f"{trainer.qat.bits}), refit every epoch", bar)
     if world.distributed:
         log(f"{world.size} processes, {opts.batch_size} chunks each per step: global batch "
             f"{opts.batch_size * world.size}", bar)
@@ -246,7 +254,11 @@ def finetune(job: FinetuneJob) -> None:
         raise
     keep_best(trainer, bar)
     if world.main:
+        if trainer.qat is not None:
+            trainer.qat.apply()                      # W := Q(W)
         trainer.student.write_back()
+        if trainer.qat is not None:
+            model = trainer.qat.on_codebooks(model)
         write_model(model, job.output, binary=job.binary)
         log(f"wrote {job.output} after {trainer.step} steps, {trainer.elapsed / 60:.1f} min",
             bar)

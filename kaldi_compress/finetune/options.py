@@ -8,6 +8,29 @@ from ..errors import KaldiCompressError
 DEFAULT_SHUFFLE_BUFFER = 5000     # chunks: nnet3-shuffle-egs's default --buffer-size
 
 
+def check_pack_bits(bits: int) -> None:
+    """``bits`` must be an integer that ``pack --bits`` accepts (1..8)."""
+    from ..pack.codebook import check_bits
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise KaldiCompressError(f"--pack-bits: expected an integer, got {bits!r}")
+    try:
+        check_bits(bits)
+    except ValueError as e:
+        raise KaldiCompressError(f"--pack-bits: {e}") from None
+
+
+def parse_pack_bits(text: str | None) -> int | None:
+    """The value of ``--pack-bits`` given as text (None: not given), checked."""
+    if text is None:
+        return None
+    try:
+        bits = int(text)
+    except ValueError:
+        raise KaldiCompressError(f"--pack-bits: expected an integer, got {text!r}") from None
+    check_pack_bits(bits)
+    return bits
+
+
 @dataclass(frozen=True)
 class LossOptions:
     kl_weight: float = 1.0
@@ -33,6 +56,7 @@ class TrainOptions:
     max_minutes: float = 0.0          # time budget (0: none)
     seed: int = 0
     early_stop_patience: int = 0      # stop after N epochs without a better validation loss
+    pack_bits: int | None = None      # quantization-aware: train through pack's B-bit codebooks
     loss: LossOptions = field(default_factory=LossOptions)
 
     def check(self) -> None:
@@ -49,6 +73,8 @@ class TrainOptions:
         if self.max_minutes < 0 or self.max_grad_norm < 0 or self.early_stop_patience < 0:
             raise KaldiCompressError("--max-minutes, --max-grad-norm and "
                                      "--early-stop-patience must be >= 0")
+        if self.pack_bits is not None:
+            check_pack_bits(self.pack_bits)
         self.loss.check()
 
     def schedule_dict(self) -> dict:

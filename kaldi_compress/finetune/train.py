@@ -25,6 +25,11 @@ used, the best parameters and their validation loss) can be saved as a checkpoin
 and restored exactly; Ctrl-C finishes the current step, saves it and raises
 KeyboardInterrupt.
 
+With ``pack_bits`` B (:mod:`.qat`), training and validation run through the B-bit
+codebooks ``pack`` would use (refit at the start of every epoch; straight-through
+gradients to the float weights); the codebooks are part of the checkpoint and of the
+best parameters kept.
+
 The chunks are a :class:`.chunks.ChunkSet` in memory (an epoch is a seeded
 permutation of them) or a :class:`.stream.ChunkStream` (a table read as training
 goes, the teacher's targets computed per batch).  Under ``torch.distributed``
@@ -42,6 +47,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -55,6 +61,7 @@ from .chunks import ChunkSet, to_device
 from .loss import distill_loss
 from .options import TrainOptions
 from .parallel import World, all_reduce, barrier, sum_gradients
+from .qat import QuantizeAware
 
 CHECKPOINT_VERSION = 2
 
@@ -95,6 +102,7 @@ class Best:
     epoch: int                         # after which epoch (0: before training)
     loss: float
     params: dict[str, torch.Tensor]
+    codebooks: dict[str, torch.Tensor] | None = None   # with pack_bits: the codebooks then
 
 
 def check_chunks(chunks, student: NnetForward, what: str) -> None:
@@ -147,6 +155,7 @@ class Trainer:
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(plist, lr=opts.lr)
         else:
             self.optimizer = torch.optim.SGD(plist, lr=opts.lr, momentum=0.9)
+        self.qat = None if opts.pack_bits is None else QuantizeAware(student, opts.pack_bits)
         self.steps_per_epoch = -(-len(chunks) // (opts.batch_size * world.size))
         self.total_steps = opts.epochs * self.steps_per_epoch
         self.step = 0                  # steps done
@@ -198,16 +207,24 @@ class Trainer:
         out = self.student(feats, ivecs, geometry)
         return distill_loss(out, targets.float(), mask, self.opts.loss)
 
+    def quantized(self):
+        """A block in which the student computes with its quantized weights (with
+        ``pack_bits``; else nothing changes)."""
+        return nullcontext() if self.qat is None else self.qat.quantized()
+
     def train_step(self, idx, lr: float) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        if self.world.distributed:
-            value = self._shared_backward(idx)
-        else:
-            loss = self.loss_on(idx)
-            loss.backward()
-            value = float(loss.detach())
+        if self.qat is not None and self.step % self.steps_per_epoch == 0:
+            self.qat.refit()                 # the codebooks of this epoch
+        with self.quantized():
+            if self.world.distributed:
+                value = self._shared_backward(idx)
+            else:
+                loss = self.loss_on(idx)
+                loss.backward()
+                value = float(loss.detach())
         if self.opts.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params.values(), self.opts.max_grad_norm)
         self.optimizer.step()
@@ -236,7 +253,7 @@ class Trainer:
         processes, each evaluates every N-th batch and the sums are reduced."""
         total = frames = 0.0
         w = self.world
-        with torch.no_grad():
+        with torch.no_grad(), self.quantized():
             for b, i in enumerate(range(0, len(chunks), batch_size)):
                 if b % w.size != w.rank:
                     continue
@@ -258,7 +275,8 @@ class Trainer:
             return None
         loss = self.evaluate(self.valid)
         if self.best is None or loss < self.best.loss:
-            self.best = Best(epoch, loss, {k: p.detach().clone() for k, p in self.params.items()})
+            self.best = Best(epoch, loss, {k: p.detach().clone() for k, p in self.params.items()},
+                             None if self.qat is None else self.qat.copy_codebooks())
         return loss
 
     @property
@@ -274,6 +292,8 @@ class Trainer:
             with torch.no_grad():
                 for k, p in self.params.items():
                     p.copy_(self.best.params[k])
+            if self.qat is not None:
+                self.qat.load_codebooks(self.best.codebooks)
 
     # --- the loop ------------------------------------------------------------------------
     def train(self, checkpoint: str | None = None, progress: bool = False,
@@ -371,6 +391,14 @@ class Trainer:
                 "geometry": list(asdict(self.chunks.geometry).values())}
 
     def state_dict(self, elapsed: float | None = None) -> dict:
+        state = self._state_dict(elapsed)
+        if self.qat is not None:
+            state["qat"] = self.qat.state_dict()
+            if self.best is not None:
+                state["best"]["codebooks"] = self.best.codebooks
+        return state
+
+    def _state_dict(self, elapsed: float | None) -> dict:
         return {"version": CHECKPOINT_VERSION,
                 "params": {k: p.detach().clone() for k, p in self.params.items()},
                 "optimizer": self.optimizer.state_dict(),
@@ -391,6 +419,11 @@ class Trainer:
             raise KaldiCompressError(f"{where}: made by {state.get('world_size', 1)} processes, "
                                      f"now {self.world.size} (resume with the same number: it "
                                      "sets the global batch)")
+        theirs = state.get("qat", {}).get("bits")
+        if theirs != self.opts.pack_bits:
+            raise KaldiCompressError(f"{where}: made with --pack-bits={theirs or 'off'}, now "
+                                     f"{self.opts.pack_bits or 'off'} (resume with the same "
+                                     "options)")
         for k, v in state["options"].items():
             if mine.get(k) != v:
                 raise KaldiCompressError(f"{where}: made with {k}={v}, now {mine.get(k)} "
@@ -403,6 +436,10 @@ class Trainer:
         self._epoch_loss = [float(state["epoch_loss"][0]), int(state["epoch_loss"][1])]
         self.history = [EpochStats(**h) for h in state["history"]]
         self.best = None if state["best"] is None else Best(**state["best"])
+        if self.qat is not None:
+            self.qat.load_state_dict(state["qat"], where)
+            if self.best is not None and self.best.codebooks is None:
+                raise KaldiCompressError(f"{where}: its best parameters have no codebooks")
 
     def save(self, path: str, elapsed: float | None = None) -> None:
         """Write a checkpoint atomically (temporary file, then rename)."""
