@@ -2,7 +2,8 @@
 
 For each system (the default run: the prepared model; Kaldi's own apply-svd;
 pruning and the joint budget method without fine-tuning; the joint method at 0.5x
-with a short distillation; tensor-train -- ``--full`` adds the long sweep) it
+with a short distillation; tensor-train -- ``--full`` runs the curve of
+``default_systems``) it
 writes ``OUT/models/NAME.mdl``, decodes the scoring audio with Vosk (the original
 graph; only the acoustic model changes), and scores it: CER against the
 transcripts (Korean: characters, spaces removed) and, always, "agreement" -- the
@@ -64,34 +65,43 @@ class System:
             (self.method == "svd" and self.options["data"])
 
 
+CURVE = (0.9, 0.8, 0.6, 0.5, 0.3, 0.2)
+
+
 def default_systems(full: bool = False) -> list[System]:
     """The default run: the baseline, Kaldi's apply-svd, the best systems without
     fine-tuning (pruning, the joint budget method), the joint method at 0.5x with a
-    short distillation, and tensor-train.  ``full``: the long sweep (SVD budgets
-    weights-only and data-aware, more budgets, 25-minute fine-tunings, TT variants)."""
+    short distillation, and tensor-train.  ``full``: the curve -- svd, prune and compress
+    at every ratio of ``CURVE``, 30-minute distillations of every compress point, of
+    svd-0.3 and prune-0.3 and of the uncompressed model itself (the fair reference once
+    distillation adapts a student), and the TT variants."""
     out = [System("prepared", "prepared", {}),
            System("kaldi-apply-svd-e0.9", "kaldi-svd",
                   {"energy_threshold": 0.9, "shrinkage_threshold": 0.8})]
     if full:
+        tune = {"max_minutes": 30}
         out.append(System("svd-weights-0.75", "svd", {"param_ratio": 0.75, "data": False}))
-        out += [System(f"svd-{r}", "svd", {"param_ratio": r, "data": True})
-                for r in (0.9, 0.75, 0.6, 0.5, 0.4)]
-        out.append(System("prune-0.9", "prune", {"param_ratio": 0.9}))
-    out.append(System("prune-0.8", "prune", {"param_ratio": 0.8}))
-    out += [System(f"compress-{r}", "compress", {"param_ratio": r}, decode=full or r != 0.5)
-            for r in ((0.6, 0.5, 0.3) if full else (0.6, 0.5))]
-    tune = {"max_minutes": 25 if full else 3}
-    out.append(System("compress-0.5-finetuned", "finetune", {"student": "compress-0.5", **tune}))
-    if full:
-        out.append(System("svd-0.5-finetuned", "finetune", {"student": "svd-0.5", **tune}))
-    out.append(System("tt-0.75", "tt", {"param_ratio": 0.75, "allow_svd": True}))
-    if full:
-        out += [System("tt-0.75-finetuned", "finetune", {"student": "tt-0.75", **tune}),
+        for r in CURVE:
+            out += [System(f"svd-{r}", "svd", {"param_ratio": r, "data": True}),
+                    System(f"prune-{r}", "prune", {"param_ratio": r}),
+                    System(f"compress-{r}", "compress", {"param_ratio": r})]
+        out += [System(f"{s}-finetuned", "finetune", {"student": s, **tune})
+                for s in ["prepared"] + [f"compress-{r}" for r in CURVE]
+                + ["svd-0.3", "prune-0.3"]]
+        out += [System("tt-0.75", "tt", {"param_ratio": 0.75, "allow_svd": True}),
+                System("tt-0.75-finetuned", "finetune", {"student": "tt-0.75", **tune}),
                 System("tt-only-0.75", "tt", {"param_ratio": 0.75, "allow_svd": False}),
                 System("tt-only-0.75-finetuned", "finetune",
                        {"student": "tt-only-0.75", **tune}),
                 System("tt-0.5", "tt", {"param_ratio": 0.5, "allow_svd": True}),
                 System("tt-only-0.9", "tt", {"param_ratio": 0.9, "allow_svd": False})]
+        return out
+    out += [System("prune-0.8", "prune", {"param_ratio": 0.8}),
+            System("compress-0.6", "compress", {"param_ratio": 0.6}),
+            System("compress-0.5", "compress", {"param_ratio": 0.5}, decode=False),
+            System("compress-0.5-finetuned", "finetune",
+                   {"student": "compress-0.5", "max_minutes": 3}),
+            System("tt-0.75", "tt", {"param_ratio": 0.75, "allow_svd": True})]
     return out
 
 
@@ -484,7 +494,8 @@ def main() -> None:
                     help="tuning utterances kept apart to pick the fine-tuning's best epoch")
     ap.add_argument("--systems", help="comma-separated subset of the run's system names")
     ap.add_argument("--full", action="store_true",
-                    help="the long sweep (one to two hours on 2 cores) instead of the default")
+                    help="the curve: every method at six ratios, ten 30-minute distillations "
+                    "(about 7 hours on 2 cores) instead of the default")
     ap.add_argument("--agreement-only", action="store_true",
                     help="ignore transcripts; report agreement with the baseline only")
     ap.add_argument("--jobs", type=int, default=2, help="decoding processes")

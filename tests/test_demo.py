@@ -58,11 +58,17 @@ def test_default_and_full_systems():
     full = demo.default_systems(full=True)
     names = [s.name for s in full]
     assert set(s.name for s in default) <= set(names)
-    for name in ("svd-weights-0.75", "svd-0.9", "svd-0.4", "prune-0.9", "compress-0.3",
-                 "svd-0.5-finetuned", "tt-only-0.75-finetuned", "tt-0.5", "tt-only-0.9"):
+    for r in demo.CURVE:                     # the curve: every method at every ratio
+        for method in ("svd", "prune", "compress"):
+            assert f"{method}-{r}" in names
+        assert f"compress-{r}-finetuned" in names
+    for name in ("svd-weights-0.75", "prepared-finetuned", "svd-0.3-finetuned",
+                 "prune-0.3-finetuned", "tt-only-0.75-finetuned", "tt-0.5", "tt-only-0.9"):
         assert name in names
+    assert demo.CURVE[0] == 0.9 and demo.CURVE[-1] == 0.2
     assert all(s.decode for s in full)
-    assert all(s.options["max_minutes"] == 25 for s in full if s.method == "finetune")
+    assert all(s.options["max_minutes"] == 30 for s in full if s.method == "finetune")
+    assert {s.options["student"] for s in full if s.method == "finetune"} <= set(names)
     assert len(names) == len(set(names)) and names[0] == "prepared"
 
 
