@@ -20,6 +20,10 @@ process trains on its share of each step and rank 0 alone logs and writes
 streamed, never held in memory (:mod:`.stream`), while a smaller one is held and
 shuffled whole, as wav data is.
 
+A TT layer (a ``tt`` rewrite's Permute/RepeatedAffine chain) is trained through its cores
+with one dense product per frame, its matrix rebuilt from the cores every step
+(:mod:`.tt_dense`); it is written back as the same chain.
+
 With ``train.pack_bits`` B (``--pack-bits``, :mod:`.qat`), the student is trained
 through the B-bit codebooks ``pack --bits=B`` would give its weight matrices and
 written with its weights on them, so that packing it loses nothing.
@@ -194,13 +198,13 @@ def table_chunks(job: FinetuneJob, teacher: Nnet, student: Nnet, bar: bool | Non
 def finetune(job: FinetuneJob) -> None:
     """Run ``job``: targets from the teacher, train the student (keeping the best on the
     validation audio, if any), write ``job.output``."""
-    from ..compute.forward import NnetForward
     from ..compute.threads import prepare_torch
     from . import parallel
     from .chunks import ChunkSet
     from .data import wav_corpus
     from .device import place, resolve_device
     from .train import Trainer
+    from .tt_dense import DenseTTForward
 
     started = time.monotonic()
     job.check()
@@ -225,7 +229,10 @@ def finetune(job: FinetuneJob) -> None:
     if job.valid_data:
         corpus = wav_corpus(job.model_dir, job.valid_data, job.dither, bool(bar))
         valid = teacher_chunks(corpus, cut, job, "validation", bar, device)
-    trainer = Trainer(place(NnetForward(model.nnet), device), chunks, opts, valid, world, device)
+    student = DenseTTForward(model.nnet)
+    if student.dense:
+        log(f"{len(student.dense)} TT layers trained through their cores (dense products)", bar)
+    trainer = Trainer(place(student, device), chunks, opts, valid, world, device)
     if trainer.qat is not None:
         log(f"quantization-aware: {len(trainer.qat.weights)} weight matrices through "
             f"codebooks of at most {1 << trainer.qat.bits} values (pack --bits="
