@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from ..errors import KaldiCompressError
-from .shared import add_compress_options, common_options, compress_model, finish
+from .shared import add_calibration, add_compress_options, common_options, compress_model, finish
 
 
 HELP = "replace affine/TDNN layers by tensor-train (TT) factorizations"
@@ -12,7 +12,8 @@ DESCRIPTION = """\
 Factorize layers as TT-matrices (TT-SVD) written with Kaldi's own components (Permute +
 RepeatedAffine per core), so Kaldi never rebuilds the dense matrix. Give exactly one
 rule: --tt-rank, --tt-eps, --param-ratio or --target-params. With a budget each layer
-gets TT, SVD or stays as it is, whichever loses least."""
+gets TT, SVD or stays as it is, whichever loses least. With --calibration-data, each TT
+layer's cores are fitted to its outputs on that audio (Kronecker-whitened TT-SVD)."""
 
 
 def add_parser(sub, kaldi_bool) -> None:
@@ -28,6 +29,7 @@ def add_parser(sub, kaldi_bool) -> None:
                    help="numbers of cores to try when choosing shapes (default 2,3)")
     p.add_argument("--allow-svd", type=kaldi_bool, default=True, metavar="BOOL",
                    help="with a budget, a layer may be factorized by SVD instead (default true)")
+    add_calibration(p, False, "data-aware TT cores (fitted to each layer's outputs)")
     add_compress_options(p, kaldi_bool, "with --tt-rank/--tt-eps, leave a layer alone if its "
                          "TT would keep more than S of its parameters (default 1.0: only "
                          "when it saves parameters)")

@@ -15,6 +15,10 @@ weights-only relative squared error, on the same scale as SVD's:
 * bottleneck unit (producer L, consumers stacked as S with any BatchNorm scale
   folded in), TT of a consumer: ||(F - TT) D||_F^2 / ||S||_F^2 (D the BatchNorm scale);
   TT of the producer: ||S (L - TT)||_F^2 / ||S L||_F^2 (output error for white input).
+
+With calibration audio (``calibration``), the shapes and ranks are chosen as above and
+each TT layer's cores are then fitted to its outputs on that audio (:mod:`.tt_data`:
+Kronecker-whitened TT-SVD, kept only where it beats TT-SVD of W on the calibration data).
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ class TtOptions(CompressOptions):
     tt_shape: TTShape | None = None
     tt_cores: tuple[int, ...] = (2, 3)
     allow_svd: bool = True               # budget: a layer may take SVD instead of TT
+    calibration: object | None = None    # data-aware cores: a calibrate.Calibration
     RULES: ClassVar = (("tt_rank", "--tt-rank"), ("tt_eps", "--tt-eps"))
 
     def check_rules(self) -> None:
@@ -70,6 +75,8 @@ class TTChoice:
     padded: int               # rows the TT has (>= the layer's; extra rows are trimmed)
     tt: TTMatrix = field(repr=False)
     params: int               # Kaldi-counted parameters of the replacement (chain + bias)
+    bias: np.ndarray | None = field(default=None, repr=False)   # data-aware: the new bias
+    data_fit: object | None = field(default=None, repr=False)   # data-aware: a tt_data.DataFit
 
     @property
     def ranks(self) -> tuple[int, ...]:
@@ -228,7 +235,7 @@ def _apply_tt(nnet: Nnet, c: TTChoice) -> None:
     comp = _component(nnet, c.node)
     natural = isinstance(comp, NaturalGradientAffineComponent) or \
         bool(comp.get("<UseNaturalGradient>", False))
-    b = bias(comp)
+    b = bias(comp) if c.bias is None else c.bias
     layer = TTLayer(chain_steps(c.tt.cores), weight(comp).shape[0],
                     b if len(b) else None, comp.updatable_config(), natural)
     write_layer(nnet, c.node, layer, offsets(comp))
@@ -243,9 +250,34 @@ def _tt_report(nnet: Nnet, c: TTChoice, before: int, after: int, name: str,
     err = true_error(nnet, c)
     k, p = svd_equivalent(nnet, c.node, err)
     others = before - counted(comp)
+    fit = c.data_fit
+    note = "" if fit is None else \
+        (f"calibration output error {fit.error:.4f} with data-aware cores, "
+         f"{fit.weights_only_error:.4f} with TT-SVD of W" if fit.data_aware else
+         f"TT-SVD of W kept (output error {fit.error:.4f}, no worse on the "
+         "calibration data than data-aware cores)")
     return LayerReport(name, "tt", kind, f"{w.shape[1]}->{w.shape[0]}", before, after, err,
+                       None if fit is None else fit.error,
                        tt_shape=c.shape_text(w.shape[0]), tt_ranks=_ranks_text(c),
-                       svd_rank=k, svd_params=others + p)
+                       svd_rank=k, svd_params=others + p, note=note)
+
+
+def _input_stats(nnet: Nnet, nodes: list[str], opts: TtOptions) -> dict:
+    """Calibration statistics of the nodes' inputs (none without calibration)."""
+    if opts.calibration is None or not nodes:
+        return {}
+    from .tt_data import input_moments
+    return input_moments(nnet, opts.calibration, nodes)
+
+
+def _data_aware(nnet: Nnet, c: TTChoice, stats) -> TTChoice:
+    """``c`` with data-aware cores (:mod:`.tt_data`) if they fit ``stats`` better."""
+    if stats is None:
+        return c
+    from .tt_data import fit_layer, with_fit
+    comp = _component(nnet, c.node)
+    b = bias(comp)
+    return with_fit(c, fit_layer(weight(comp), b if len(b) else None, c.tt, c.padded, stats))
 
 
 def _ranks_text(c: TTChoice) -> str:
@@ -259,6 +291,7 @@ def tt_compress(nnet: Nnet, opts: TtOptions) -> list[LayerReport]:
         return _compress_budget(nnet, opts)
     reports = []
     nodes = tt_layers(nnet, opts.components)
+    stats = _input_stats(nnet, nodes, opts)
     for node in progress(nodes, opts, "tt"):
         comp = _component(nnet, node)
         name = nnet.node(node).component
@@ -272,6 +305,7 @@ def tt_compress(nnet: Nnet, opts: TtOptions) -> list[LayerReport]:
                                        tt_shape=c.shape_text(w.shape[0]), tt_ranks=_ranks_text(c),
                                        note=f"kept (TT would need {c.params} parameters)"))
             continue
+        c = _data_aware(nnet, c, stats.get(node))
         row = _tt_report(nnet, c, before, c.params, name, kind)
         _apply_tt(nnet, c)
         reports.append(row)
@@ -284,13 +318,16 @@ def _compress_budget(nnet: Nnet, opts: TtOptions) -> list[LayerReport]:
     fits = {u.name: fit_unit(nnet, u) for u in units}
     table = [unit_options(nnet, u, fits[u.name], opts)
              for u in progress(units, opts, "tt options")]
+    chosen = within_budget(nnet, units, table, opts)
+    stats = _input_stats(nnet, [o.tag.node for o in chosen if isinstance(o.tag, TTChoice)], opts)
     reports = []
-    for u, o in zip(units, within_budget(nnet, units, table, opts)):
+    for u, o in zip(units, chosen):
         kind = u.describe()
         if isinstance(o.tag, TTChoice):
-            name = o.tag.component + (f" ({u.name})" if o.tag.component != u.name else "")
-            reports.append(_tt_report(nnet, o.tag, u.params_before, o.params, name, kind))
-            _apply_tt(nnet, o.tag)
+            c = _data_aware(nnet, o.tag, stats.get(o.tag.node))
+            name = c.component + (f" ({u.name})" if c.component != u.name else "")
+            reports.append(_tt_report(nnet, c, u.params_before, o.params, name, kind))
+            _apply_tt(nnet, c)
         elif o.rank < u.full_rank:
             fit = fits[u.name]
             reports.append(LayerReport(u.name, "svd", kind, shapes[u.name], u.params_before,
