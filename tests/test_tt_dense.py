@@ -14,7 +14,7 @@ from kaldi_compress.compute.forward import NnetForward
 from kaldi_compress.finetune.chunks import Chunker
 from kaldi_compress.finetune.data import Utterance
 from kaldi_compress.finetune.train import trainable_parameters
-from kaldi_compress.finetune.tt_dense import DenseTTForward, tt_matrix
+from kaldi_compress.finetune.tt_dense import DenseTTForward
 from kaldi_compress.nnet3 import read_model
 from kaldi_compress.nnet3.edit import prepare_for_test
 from models import reread
@@ -35,7 +35,7 @@ SHAPES = [TTShape((24, 32), (8, 8)), TTShape((8, 8, 12), (4, 4, 4)),
 def test_torch_tt_matrix_is_numpy_tt_matrix(shape):
     w = np.random.default_rng(1).standard_normal((shape.rows, shape.cols))
     cores = tt_svd(w, shape, 5).cores
-    got = tt_matrix([torch.tensor(g.copy()) for g in cores]).numpy()
+    got = tt_to_matrix([torch.tensor(g.copy()) for g in cores], torch.einsum).numpy()
     np.testing.assert_allclose(got, tt_to_matrix(cores), rtol=1e-12, atol=1e-12)
 
 

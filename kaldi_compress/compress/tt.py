@@ -127,12 +127,13 @@ class TTMatrix:
         return tt_to_matrix(self.cores)
 
 
-def tt_to_matrix(cores: list[np.ndarray]) -> np.ndarray:
-    """W[i, j] = G_1[:, i_1, j_1, :] ... G_d[:, i_d, j_d, :] as a dense M x N matrix."""
+def tt_to_matrix(cores: list[np.ndarray], einsum=np.einsum) -> np.ndarray:
+    """W[i, j] = G_1[:, i_1, j_1, :] ... G_d[:, i_d, j_d, :] as a dense M x N matrix
+    (``einsum=torch.einsum`` for torch cores: then autograd reaches the cores)."""
     t = cores[0][0]                                  # (m1, n1, r1)
     for g in cores[1:]:
         # t: (M_k, N_k, r) ; g: (r, m, n, r') -> (M_k m, N_k n, r')
-        t = np.einsum("abr,rcds->acbds", t, g)
+        t = einsum("abr,rcds->acbds", t, g)
         t = t.reshape(t.shape[0] * t.shape[1], t.shape[2] * t.shape[3], t.shape[4])
     return t[:, :, 0]
 

@@ -391,23 +391,21 @@ class Trainer:
                 "geometry": list(asdict(self.chunks.geometry).values())}
 
     def state_dict(self, elapsed: float | None = None) -> dict:
-        state = self._state_dict(elapsed)
+        best = None if self.best is None else \
+            {"epoch": self.best.epoch, "loss": self.best.loss, "params": self.best.params}
+        state = {"version": CHECKPOINT_VERSION,
+                 "params": {k: p.detach().clone() for k, p in self.params.items()},
+                 "optimizer": self.optimizer.state_dict(),
+                 "step": self.step, "elapsed": self.elapsed if elapsed is None else elapsed,
+                 "epoch_loss": list(self._epoch_loss),
+                 "history": [asdict(h) for h in self.history], "world_size": self.world.size,
+                 "best": best, "options": self.opts.schedule_dict(),
+                 "fingerprint": self.fingerprint()}
         if self.qat is not None:
             state["qat"] = self.qat.state_dict()
-            if self.best is not None:
-                state["best"]["codebooks"] = self.best.codebooks
+            if best is not None:
+                best["codebooks"] = self.best.codebooks
         return state
-
-    def _state_dict(self, elapsed: float | None) -> dict:
-        return {"version": CHECKPOINT_VERSION,
-                "params": {k: p.detach().clone() for k, p in self.params.items()},
-                "optimizer": self.optimizer.state_dict(),
-                "step": self.step, "elapsed": self.elapsed if elapsed is None else elapsed,
-                "epoch_loss": list(self._epoch_loss),
-                "history": [asdict(h) for h in self.history], "world_size": self.world.size,
-                "best": None if self.best is None else
-                {"epoch": self.best.epoch, "loss": self.best.loss, "params": self.best.params},
-                "options": self.opts.schedule_dict(), "fingerprint": self.fingerprint()}
 
     def load_state_dict(self, state: dict, where: str = "checkpoint") -> None:
         if state.get("version") != CHECKPOINT_VERSION:

@@ -9,9 +9,9 @@ W the TT-matrix of the cores G_k that the RepeatedAffine blocks hold (permuted;
 :mod:`..compress.tt_chain` finds where) and c what the blocks' biases add.  Run per frame,
 the chain is 2d-1 small products and permutations, slow to train through.  Here, once per
 forward pass (one training step), each chain's W is rebuilt from its cores,
-W[i, j] = G_1[:, i_1, j_1, :] ... G_d[:, i_d, j_d, :] (:func:`tt_matrix`, autograd reaches
-the blocks), c by running the chain on one zero frame, and every frame takes one dense
-product W x + c.  The parameters trained are still the chain's blocks and biases, so the
+W[i, j] = G_1[:, i_1, j_1, :] ... G_d[:, i_d, j_d, :] (:func:`..compress.tt.tt_to_matrix`
+with torch's einsum: autograd reaches the blocks), c by running the chain on one zero
+frame, and every frame takes one dense product W x + c.  The parameters trained are still the chain's blocks and biases, so the
 student is written back with its TT structure, the cores updated.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..compress.tt import tt_to_matrix
 from ..compress.tt_chain import TTChain, find_chains
 from ..compute.forward import NnetForward
 from ..compute.layers import Layer, make_layer
@@ -26,15 +27,6 @@ from ..compute.layers.base import linear
 from ..nnet3 import Nnet
 from ..nnet3.components import LinearComponent
 from ..nnet3.graph import Node
-
-
-def tt_matrix(cores: list[torch.Tensor]) -> torch.Tensor:
-    """W (M x N) of TT cores G_k (r_{k-1}, m_k, n_k, r_k), rows and columns row-major."""
-    t = cores[0][0]                                   # (m1, n1, r1)
-    for g in cores[1:]:
-        t = torch.einsum("abr,rcds->acbds", t, g)
-        t = t.reshape(t.shape[0] * t.shape[1], t.shape[2] * t.shape[3], t.shape[4])
-    return t[:, :, 0]
 
 
 class DenseTT(Layer):
@@ -56,7 +48,7 @@ class DenseTT(Layer):
 
     def rebuild(self) -> None:
         """W := TT(G_1..G_d) and c := chain(0) from the current parameters."""
-        self.weight = tt_matrix(self.cores())
+        self.weight = tt_to_matrix(self.cores(), torch.einsum)
         x = self.weight.new_zeros(1, 1, self.chain.in_dim)
         for link in self.links:
             x = link(x)
