@@ -349,6 +349,34 @@ def test_cli_interrupt_and_resume_give_the_uninterrupted_result(teacher_file, fe
     assert out.read_bytes() == straight.read_bytes()
 
 
+def test_time_budget_starts_when_the_targets_are_ready(teacher_file, feats_args, student_file,
+                                                      tmp_path, run_cli, monkeypatch):
+    """Preparing teacher targets (here made to take 10 minutes of a fake, otherwise
+    frozen clock) does not use the --max-minutes budget: a 5-minute budget still trains
+    every step, the same result as no budget."""
+    import time
+
+    from kaldi_compress.finetune import distill
+    common = [f"--teacher={teacher_file}", *feats_args, "--epochs=3",
+              "--batch-size=4", "--lr=0.003", "--frame-shifts=false"]
+    straight = tmp_path / "straight.raw"
+    assert run_cli(*common, str(student_file), str(straight))[0] == 0
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    real_chunks = distill.table_chunks
+
+    def slow_chunks(*args, **kwargs):
+        clock[0] += 600.0
+        return real_chunks(*args, **kwargs)
+
+    monkeypatch.setattr(distill, "table_chunks", slow_chunks)
+    out = tmp_path / "budget.raw"
+    rc, err = run_cli(*common, "--max-minutes=5", str(student_file), str(out))
+    assert rc == 0, err
+    assert clock[0] == 1600.0 and "epoch 3/3" in err
+    assert out.read_bytes() == straight.read_bytes()
+
+
 @pytest.mark.parametrize("case,message", [
     ("overwrite", "refusing to overwrite"),
     ("dims", "input dimension (24) differs from the teacher's (20)"),

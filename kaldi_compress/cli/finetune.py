@@ -79,7 +79,8 @@ def add_parser(sub, kaldi_bool) -> None:
     g.add_argument("--temperature", type=float, default=1.0, metavar="T",
                    help="softmax temperature of --loss=kl")
     g.add_argument("--max-minutes", type=float, default=0.0, metavar="M",
-                   help="time budget of the whole run; the schedule is shortened to fit")
+                   help="time budget of training, counted once the teacher targets are ready; "
+                   "the schedule is shortened to fit")
     g.add_argument("--early-stop-patience", type=int, default=_T.early_stop_patience,
                    metavar="N", help="with --valid-data, stop after N epochs without a lower "
                    "validation loss (default 0: train all epochs, still keep the best)")

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -206,7 +205,6 @@ def finetune(job: FinetuneJob) -> None:
     from .train import Trainer
     from .tt_dense import DenseTTForward
 
-    started = time.monotonic()
     job.check()
     world = parallel.world_from_env()
     device = resolve_device(job.device, world.local_rank)
@@ -252,7 +250,8 @@ def finetune(job: FinetuneJob) -> None:
             f"{with_valid(stats.valid_loss)}, lr {stats.lr:.3g}", bar)
 
     try:
-        trainer.train(ckpt, progress=bool(bar), started=started,
+        # --max-minutes is the training budget: its clock starts now, with the targets ready
+        trainer.train(ckpt, progress=bool(bar),
                       checkpoint_minutes=job.checkpoint_minutes, on_epoch=on_epoch)
     except KeyboardInterrupt:
         if os.path.exists(ckpt):
