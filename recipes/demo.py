@@ -55,7 +55,7 @@ SYNTH_SENTENCES = [
 @dataclass
 class System:
     name: str
-    method: str          # prepared | kaldi-svd | svd | prune | compress | tt | finetune
+    method: str          # prepared | kaldi-svd | svd | prune | compress | tt | finetune | pack
     options: dict
     decode: bool = True  # False: only built, as the student of a fine-tuned system
 
@@ -74,7 +74,9 @@ def default_systems(full: bool = False) -> list[System]:
     short distillation, and tensor-train.  ``full``: the curve -- svd, prune and compress
     at every ratio of ``CURVE``, 30-minute distillations of every compress point, of
     svd-0.3 and prune-0.3 and of the uncompressed model itself (the fair reference once
-    distillation adapts a student), and the TT variants."""
+    distillation adapts a student), the TT variants, and packs: the prepared model at 8
+    and 4 bits, and the shipping line -- compress-0.5 distilled through 4-bit codebooks
+    (``finetune --pack-bits=4``), packed at 4 bits."""
     out = [System("prepared", "prepared", {}),
            System("kaldi-apply-svd-e0.9", "kaldi-svd",
                   {"energy_threshold": 0.9, "shrinkage_threshold": 0.8})]
@@ -94,7 +96,13 @@ def default_systems(full: bool = False) -> list[System]:
                 System("tt-only-0.75-finetuned", "finetune",
                        {"student": "tt-only-0.75", **tune}),
                 System("tt-0.5", "tt", {"param_ratio": 0.5, "allow_svd": True}),
-                System("tt-only-0.9", "tt", {"param_ratio": 0.9, "allow_svd": False})]
+                System("tt-only-0.9", "tt", {"param_ratio": 0.9, "allow_svd": False}),
+                System("pack-8", "pack", {"student": "prepared", "bits": 8}),
+                System("pack-4", "pack", {"student": "prepared", "bits": 4}),
+                System("compress-0.5-qat4", "finetune",
+                       {"student": "compress-0.5", **tune, "pack_bits": 4}, decode=False),
+                System("compress-0.5-qat4-pack4", "pack",
+                       {"student": "compress-0.5-qat4", "bits": 4})]
         return out
     out += [System("prune-0.8", "prune", {"param_ratio": 0.8}),
             System("compress-0.6", "compress", {"param_ratio": 0.6}),
@@ -107,7 +115,7 @@ def default_systems(full: bool = False) -> list[System]:
 
 def select_systems(systems: list[System], wanted: str | None) -> list[System]:
     """``--systems``: the named systems, the baseline, and the students of the named
-    fine-tuned systems (built, not decoded, unless named)."""
+    fine-tuned or packed systems, theirs in turn (built, not decoded, unless named)."""
     if not wanted:
         return systems
     names = set(wanted.split(","))
@@ -115,7 +123,12 @@ def select_systems(systems: list[System], wanted: str | None) -> list[System]:
     if unknown:
         sys.exit(f"demo: unknown system(s) {', '.join(sorted(unknown))}; this run has "
                  f"{', '.join(s.name for s in systems)} (--full has more)")
-    students = {s.options["student"] for s in systems if s.name in names and s.method == "finetune"}
+    by_name, students, todo = {s.name: s for s in systems}, set(), list(names)
+    while todo:
+        student = by_name[todo.pop()].options.get("student")
+        if student and student not in students:
+            students.add(student)
+            todo.append(student)
     return [s if s.name in names or s.name == "prepared" else dataclasses.replace(s, decode=False)
             for s in systems if s.name in names | students | {"prepared"}]
 
@@ -136,6 +149,8 @@ class DataSets:
         """The directories a system's calibration and fine-tuning read."""
         if system.method == "finetune":
             return [self.finetune, self.valid] + (self.read_by(student) if student else [])
+        if system.method == "pack":          # reads no audio; its student may have
+            return self.read_by(student) if student else []
         return [self.fit] if system.calibrated else []
 
     def tuned_on(self, read: list[Path]) -> list[str]:
@@ -285,7 +300,7 @@ def build_seconds(system: System, n: int) -> float:
     if system.method == "svd":
         return 10 + 0.8 * n if system.options["data"] else 5
     return {"prepared": 2, "kaldi-svd": 5, "prune": 5 + 0.5 * n, "compress": 20 + 2.4 * n,
-            "tt": 55}[system.method]
+            "tt": 55, "pack": 20}[system.method]
 
 
 DECODE_SECONDS = 70
@@ -417,6 +432,16 @@ def build(system: System, models: Path, sets: DataSets, cals: Calibrations,
         model = read_model(str(out))
         extra["finetune_utts"] = len(wav_paths([sets.finetune]))
         extra["valid_utts"] = len(wav_paths([sets.valid]))
+    elif system.method == "pack":
+        from kaldi_compress.io.files import write_output
+        from kaldi_compress.pack import pack_model, unpack_model
+        model = read_model(str(models / f"{system.options['student']}.mdl"))
+        packed, report = pack_model(model, bits=system.options["bits"], peers=False)
+        kcz = models / f"{system.name}.kcz"
+        write_output(str(kcz), [packed])
+        write_output(str(out), [unpack_model(packed, str(kcz))])    # what is decoded
+        extra["size_bytes"] = len(packed)                           # what is shipped
+        extra["mdl_bytes"] = out.stat().st_size
     else:
         model = read_model(str(vosk_korean_model_dir() / "am" / "final.mdl"))
         prepare_for_test(model.nnet)
@@ -566,11 +591,15 @@ def run(args) -> None:
         ensure_ascii=False, indent=1))
     atomic_write_text(out / "results.md", results_table(rows, bool(sets.refs), sets.scored_on))
     plot(rows, bool(sets.refs), sets.scored_on, out / "cer_vs_params.png")
+    if any(r["method"] == "pack" for r in rows):    # packs differ in bytes, not parameters
+        plot(rows, bool(sets.refs), sets.scored_on, out / "cer_vs_size.png", x="bytes")
     print((out / "results.md").read_text())
 
 
-def plot(rows: list[dict], with_cer: bool, scored_on: Path, png: Path) -> None:
-    """The error-vs-parameters plot, titled with the scored dir (temp + rename)."""
+def plot(rows: list[dict], with_cer: bool, scored_on: Path, png: Path,
+         x: str = "parameters") -> None:
+    """The error-vs-parameters (or -file bytes) plot, titled with the scored dir (temp +
+    rename)."""
     from kaldi_compress.evaluate.plots import Point, wer_vs_params_plot
     from matplotlib.figure import Figure
     from matplotlib.image import imread
@@ -578,7 +607,7 @@ def plot(rows: list[dict], with_cer: bool, scored_on: Path, png: Path) -> None:
     points = [Point(r["name"], r["num_parameters"], r["cer"] if with_cer else r["agreement_cer"],
                     r["size_bytes"], r["rtf"]) for r in rows]
     tmp = png.with_name(f".{png.stem}.tmp.png")
-    wer_vs_params_plot(points, tmp, metric=metric)
+    wer_vs_params_plot(points, tmp, metric=metric, x=x)
     img = imread(tmp)
     height, width = img.shape[:2]
     strip = 30                        # pixels for the title above the plot

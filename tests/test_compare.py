@@ -216,6 +216,16 @@ def test_pareto_front():
         assert any(dominates(q, p) for q in front)
 
 
+def test_pareto_front_by_file_size():
+    """Packs share a model's parameters and differ in bytes: the front by file size."""
+    packs = [Point("float", 3_000_000, 26.3, 13_000_000), Point("pack-8", 3_000_000, 26.7,
+             3_500_000), Point("pack-4", 3_000_000, 26.8, 1_900_000),
+             Point("qat-pack-4", 1_500_000, 24.3, 1_100_000)]
+    assert [p.name for p in pareto_front(packs, "bytes")] == ["qat-pack-4"]
+    assert [p.name for p in pareto_front(packs[:3], "bytes")] == ["pack-4", "pack-8", "float"]
+    assert [p.name for p in pareto_front(packs[:3])] == ["float"]
+
+
 def test_points_table_and_plot(tmp_path):
     text = format_table(points_table(POINTS, metric="CER"), "plain")
     rows = {line[:20].strip(): line[20:].split() for line in text.splitlines()}
@@ -227,6 +237,11 @@ def test_points_table_and_plot(tmp_path):
         wer_vs_params_plot(POINTS, tmp_path / "no" / "such" / "dir.png")
     with pytest.raises(KaldiCompressError, match="no systems"):
         wer_vs_params_plot([], tmp_path / "empty.png")
+    sized = [p for p in POINTS if p.size_bytes]
+    out = wer_vs_params_plot(sized, tmp_path / "size.png", metric="CER", x="bytes")
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(KaldiCompressError, match="file sizes known"):
+        wer_vs_params_plot(POINTS, tmp_path / "unsized.png", x="bytes")
 
 
 def test_wsj_table_omits_rows_without_data():

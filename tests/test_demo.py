@@ -66,9 +66,15 @@ def test_default_and_full_systems():
                  "prune-0.3-finetuned", "tt-only-0.75-finetuned", "tt-0.5", "tt-only-0.9"):
         assert name in names
     assert demo.CURVE[0] == 0.9 and demo.CURVE[-1] == 0.2
-    assert all(s.decode for s in full)
+    assert all(s.decode for s in full if s.name != "compress-0.5-qat4")
     assert all(s.options["max_minutes"] == 30 for s in full if s.method == "finetune")
-    assert {s.options["student"] for s in full if s.method == "finetune"} <= set(names)
+    assert {s.options["student"] for s in full if "student" in s.options} <= set(names)
+    packs = {s.name: s.options for s in full if s.method == "pack"}
+    assert packs == {"pack-8": {"student": "prepared", "bits": 8},
+                     "pack-4": {"student": "prepared", "bits": 4},
+                     "compress-0.5-qat4-pack4": {"student": "compress-0.5-qat4", "bits": 4}}
+    qat = next(s for s in full if s.name == "compress-0.5-qat4")
+    assert qat.options["pack_bits"] == 4 and not qat.decode
     assert len(names) == len(set(names)) and names[0] == "prepared"
 
 
@@ -78,6 +84,10 @@ def test_select_systems_builds_students_without_decoding_them():
         ("prepared", True), ("compress-0.5", False), ("compress-0.5-finetuned", True)]
     with pytest.raises(SystemExit):
         demo.select_systems(demo.default_systems(), "svd-0.9")     # only with --full
+    chosen = demo.select_systems(demo.default_systems(full=True), "compress-0.5-qat4-pack4")
+    assert [(s.name, s.decode) for s in chosen] == [       # students of students are built
+        ("prepared", True), ("compress-0.5", False), ("compress-0.5-qat4", False),
+        ("compress-0.5-qat4-pack4", True)]
 
 
 def test_split_is_deterministic_and_disjoint(tmp_path):

@@ -23,36 +23,47 @@ class Point:
     rtf: float | None = None     # decoding time / audio duration
 
 
-def pareto_front(points: Sequence[Point]) -> list[Point]:
-    """The non-dominated points, by increasing parameters (and decreasing error)."""
+AXES = {"parameters": ("parameters (millions)", lambda p: p.num_parameters),
+        "bytes": ("file size (MB)", lambda p: p.size_bytes)}
+
+
+def pareto_front(points: Sequence[Point], x: str = "parameters") -> list[Point]:
+    """The non-dominated points, by increasing ``x`` (parameters or file bytes) and
+    decreasing error."""
+    size = AXES[x][1]
     front: list[Point] = []
-    for p in sorted(points, key=lambda p: (p.num_parameters, p.error)):
+    for p in sorted(points, key=lambda p: (size(p), p.error)):
         if not front or p.error < front[-1].error:
             front.append(p)
     return front
 
 
 def wer_vs_params_plot(points: Sequence[Point], out_png: str | Path,
-                       metric: str = "WER") -> Path:
-    """Write a PNG: error (%) against parameters (millions), the Pareto front joined."""
+                       metric: str = "WER", x: str = "parameters") -> Path:
+    """Write a PNG: error (%) against parameters (millions) or, ``x="bytes"``, file size
+    (MB), the Pareto front joined."""
     if not points:
         raise KaldiCompressError(f"{out_png}: no systems to plot")
+    if x not in AXES or (x == "bytes" and any(p.size_bytes is None for p in points)):
+        raise KaldiCompressError(f"{out_png}: cannot plot against {x!r}: every system needs "
+                                 f"one of {', '.join(AXES)} (file sizes known)")
+    label, size = AXES[x]
     try:
         from matplotlib.figure import Figure   # renders with Agg; no pyplot, no global state
     except ImportError:
         raise KaldiCompressError("plotting needs matplotlib (pip install matplotlib)") from None
 
-    front = pareto_front(points)
+    front = pareto_front(points, x)
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
-    ax.scatter([p.num_parameters / 1e6 for p in points], [p.error for p in points],
+    ax.scatter([size(p) / 1e6 for p in points], [p.error for p in points],
                color="tab:gray", label="systems", zorder=2)
-    ax.step([p.num_parameters / 1e6 for p in front], [p.error for p in front],
+    ax.step([size(p) / 1e6 for p in front], [p.error for p in front],
             where="post", color="tab:red", marker="o", label="Pareto front", zorder=3)
     for p in points:
-        ax.annotate(p.name, (p.num_parameters / 1e6, p.error), fontsize=8,
+        ax.annotate(p.name, (size(p) / 1e6, p.error), fontsize=8,
                     xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("parameters (millions)")
+    ax.set_xlabel(label)
     ax.set_ylabel(f"{metric} (%)")
     ax.grid(True, alpha=0.3)
     ax.legend()
