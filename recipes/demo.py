@@ -243,11 +243,12 @@ def data_sets(args, out: Path) -> DataSets:
                     link_dir(parts / "valid", valid), note)
 
 
-def check_same_sets(out: Path, sets: DataSets) -> None:
-    """An output directory keeps the scoring and tuning audio it was started with."""
+def check_same_sets(out: Path, sets: DataSets, settings: dict) -> None:
+    """An output directory keeps the scoring and tuning audio, and the ``settings`` that
+    shape its models (how many utterances calibrate and fine-tune), it was started with."""
     path = out / "sets.json"
     now = {"scored_on": str(sets.scored_on), "tuning": [str(d) for d in sets.tuning],
-           "sets": sets.note}
+           "sets": sets.note, **settings}
     if path.exists():
         before = json.loads(path.read_text())
         if before != now:
@@ -502,7 +503,8 @@ def decode_system(name: str, models: Path, decodes: Path, data: Path, jobs: int)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(REPO / "out" / "demo"))
+    ap.add_argument("--out", help="output directory (default out/demo, with --full "
+                    "out/demo-full)")
     ap.add_argument("--data", help="speech dir (*.wav + text) to score on (default "
                     "../shared/data/ko_wide_dev); alone, it is split into a tuning and a "
                     "scoring part")
@@ -513,8 +515,9 @@ def main() -> None:
     ap.add_argument("--calibration-utts", type=int,
                     help="calibration utterances, spread over the tuning audio (default 20, "
                     "with --full 120: fewer keep the default run short, more calibrate better)")
-    ap.add_argument("--finetune-utts", type=int, default=150,
-                    help="fine-tuning utterances, spread over the tuning audio")
+    ap.add_argument("--finetune-utts", type=int,
+                    help="fine-tuning utterances, spread over the tuning audio (default 150; "
+                    "with --full 0: all of it but the validation part)")
     ap.add_argument("--valid-utts", type=int, default=30,
                     help="tuning utterances kept apart to pick the fine-tuning's best epoch")
     ap.add_argument("--systems", help="comma-separated subset of the run's system names")
@@ -527,6 +530,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.calibration_utts is None:
         args.calibration_utts = 120 if args.full else 20
+    if args.finetune_utts is None:
+        args.finetune_utts = 0 if args.full else 150
+    if args.out is None:
+        args.out = str(REPO / "out" / ("demo-full" if args.full else "demo"))
     from kaldi_compress.errors import KaldiCompressError
     try:
         run(args)
@@ -542,7 +549,8 @@ def run(args) -> None:
     decodes.mkdir(parents=True, exist_ok=True)
     systems = select_systems(default_systems(args.full), args.systems)
     sets = data_sets(args, out)
-    check_same_sets(out, sets)
+    check_same_sets(out, sets, {k: getattr(args, k) for k in (
+        "full", "calibration_utts", "finetune_utts", "valid_utts")})
     print(f"demo: {sets.note} ({'CER' if sets.refs else 'agreement only'}); output {out}",
           file=sys.stderr)
     by_name = {s.name: s for s in systems}

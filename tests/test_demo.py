@@ -162,13 +162,16 @@ def test_results_table_shows_tuned_on_and_scored_on():
     assert cells[1][head.index("ΔCER")] == "+1.50"
 
 
-def test_output_dir_keeps_its_sets(tmp_path):
+def test_output_dir_keeps_its_sets_and_settings(tmp_path):
     data = speech_dir(tmp_path / "speech", 10)
     out = tmp_path / "out"
     sets = demo.data_sets(args(data=str(data)), out)
-    demo.check_same_sets(out, sets)
-    demo.check_same_sets(out, sets)
+    settings = {"full": False, "calibration_utts": 20, "finetune_utts": 150}
+    demo.check_same_sets(out, sets, settings)
+    demo.check_same_sets(out, sets, settings)
     assert json.loads((out / "sets.json").read_text())["scored_on"] == str(sets.scored_on)
     other = speech_dir(tmp_path / "other", 10)
     with pytest.raises(SystemExit):
-        demo.check_same_sets(out, demo.data_sets(args(data=str(other)), out))
+        demo.check_same_sets(out, demo.data_sets(args(data=str(other)), out), settings)
+    with pytest.raises(SystemExit):          # the models were calibrated on 20 utterances
+        demo.check_same_sets(out, sets, {**settings, "calibration_utts": 120})
