@@ -229,3 +229,75 @@ def test_vosk_decodes_an_unpacked_model(ko_mdl, ko_model_dir, ko_wide_dev, tmp_p
     wavs = list_wavs(ko_wide_dev)[:4]
     hyps = decode(model_dir_with_am(ko_model_dir, out, tmp_path / "vosk"), wavs, jobs=1).hyps
     assert set(hyps) == {u for u, _ in wavs} and sum(bool(h) for h in hyps.values()) >= 3
+
+
+# --- data-aware rounding ---------------------------------------------------------------
+
+def correlated_moment(rng, n: int, frames: int = 4000) -> np.ndarray:
+    """E[x x^T] of inputs with strongly correlated dimensions (as spliced frames are)."""
+    x = rng.normal(size=(frames, 8)) @ rng.normal(size=(8, n)) + 0.1 * rng.normal(size=(frames, n))
+    return x.T @ x / frames
+
+
+def test_error_feedback_with_a_diagonal_moment_is_nearest_rounding():
+    from kaldi_compress.pack.rounding import error_feedback_indices
+    rng = np.random.default_rng(0)
+    w = (rng.laplace(size=(40, 30)) * 0.05).astype(np.float32)
+    q = quantize(w, 4)
+    h = np.diag(rng.uniform(0.5, 2.0, size=30))
+    assert np.array_equal(error_feedback_indices(w, h, q.codebook, damping=0.0), q.indices)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_error_feedback_lowers_the_output_error(bits):
+    """Same codebook, so the same file size; the layer's output error tr(E H E^T) drops
+    well below nearest rounding's when the inputs are correlated."""
+    from kaldi_compress.pack.rounding import error_feedback_indices, output_error
+    rng = np.random.default_rng(bits)
+    w = (rng.laplace(size=(64, 48)) * 0.05).astype(np.float32)
+    h = correlated_moment(rng, 48)
+    q = quantize(w, bits)
+    idx = error_feedback_indices(w, h, q.codebook)
+    assert idx.min() >= 0 and idx.max() < q.codebook.size
+    assert output_error(w, q.codebook[idx], h) < 0.5 * output_error(w, q.values(), h)
+
+
+def test_error_feedback_keeps_pruned_weights_zero(model):
+    from kaldi_compress.pack.packing import _quantize
+    rng = np.random.default_rng(1)
+    w = (rng.laplace(size=(32, 24)) * 0.05).astype(np.float32)
+    q = _quantize(w, 4, 0.02, correlated_moment(rng, 24))
+    small = np.abs(w) < 0.02
+    assert small.any() and np.all(q.values()[small] == 0)
+
+
+def test_data_aware_pack_of_the_korean_model(model, ko_model_dir, ko_wide_train):
+    """On real calibration audio, for a TDNN (taps) and an affine matrix: the reported
+    output error is below nearest rounding's at the same size, and unpacking gives the
+    model ``quantized_model`` builds with the same statistics."""
+    from kaldi_compress.compress.calibrate import load_calibration
+    from kaldi_compress.pack.rounding import input_moments, output_error
+    cal = load_calibration(ko_model_dir, [ko_wide_train], max_utts=3, progress=False)
+    chosen = {"tdnnf5.linear", "tdnnf5.affine"}
+    moments = input_moments(model.nnet, cal, chosen)
+    assert set(moments) == chosen
+    mats = {n: m for n, _, m in weight_matrices(model.nnet)}
+    assert all(moments[n].shape == (mats[n].shape[1],) * 2 for n in chosen)
+    data, report = pack_model(model, 4, peers=False, moments=moments)
+    plain_data, plain = pack_model(model, 4, peers=False)
+    rows = {r.layer: r for r in report.layers}
+    for name in chosen:
+        nearest_out = output_error(mats[name], quantize(mats[name], 4).values(),
+                                   moments[name]) ** 0.5
+        assert rows[name].out_error < 0.8 * nearest_out
+    assert all(r.out_error is None for r in report.layers if r.layer not in chosen)
+    assert abs(len(data) - len(plain_data)) < 0.01 * len(plain_data)
+    expected = quantized_model(model, 4, moments=moments)
+    assert unpack_model(data) == expected.to_bytes()
+
+
+def test_cli_calibration_needs_a_model_dir(ko_mdl, ko_wide_train, tmp_path):
+    out = tmp_path / "x.kcz"
+    proc = run_cli("pack", "--calibration-data", ko_wide_train, ko_mdl, out)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "--model-dir" in proc.stderr and not out.exists()

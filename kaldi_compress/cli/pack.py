@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from ..io.files import display_name, read_input, write_output
 from ..nnet3 import read_model
-from .shared import add_model_io, refuse_overwrite
+from .shared import add_calibration, add_model_io, calibration, refuse_overwrite
 
 
 def add_parser(sub, kaldi_bool) -> None:
@@ -25,13 +25,25 @@ def add_parser(sub, kaldi_bool) -> None:
                    help="weights with |w| < T become exactly 0, a codebook value of its own "
                    "(default 0: no pruning)")
     p.add_argument("--report", metavar="FILE", help="also write the table as JSON")
+    add_calibration(p, required=False, shrinkage=False,
+                    what="audio for data-aware rounding (each weight matrix's rounding error "
+                    "fed forward onto the weights not yet rounded, under the statistics of its "
+                    "inputs on this audio; same codebooks and size)")
     add_model_io(p)
 
 
 def run(args) -> int:
     from ..pack import pack_model
     refuse_overwrite(args)
-    data, report = pack_model(read_model(args.input), args.bits, args.prune_threshold)
+    model = read_model(args.input)
+    moments = None
+    cal = calibration(args)
+    if cal is not None:
+        from ..pack.rounding import input_moments
+        from ..pack.skeleton import weight_matrices
+        moments = input_moments(model.nnet, cal,
+                                {name for name, _, _ in weight_matrices(model.nnet)})
+    data, report = pack_model(model, args.bits, args.prune_threshold, moments=moments)
     print(report.format_table(), file=sys.stderr, end="")
     write_output(args.output, [data])
     if args.report:

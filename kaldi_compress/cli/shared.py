@@ -46,8 +46,9 @@ def add_chunking(p, frames_per_chunk: int, from_model_dir: bool) -> None:
                    "multiple of the subsampling factor and the network's modulus)")
 
 
-def add_calibration(p, required: bool, what: str) -> None:
-    """``--calibration-data`` (repeatable), ``--model-dir`` for its features, ``--max-utts``."""
+def add_calibration(p, required: bool, what: str, shrinkage: bool = True) -> None:
+    """``--calibration-data`` (repeatable), ``--model-dir`` for its features, ``--max-utts``
+    (and ``--shrinkage`` for the commands that fit layers to the statistics)."""
     p.add_argument("--calibration-data", metavar="DIR", action="append", default=[],
                    required=required,
                    help=f"{what}: a dir of 16 kHz wavs (unlabeled, from the target domain; "
@@ -57,6 +58,8 @@ def add_calibration(p, required: bool, what: str) -> None:
                    "--calibration-data")
     p.add_argument("--max-utts", type=int, default=120, metavar="N",
                    help="calibration utterances to use in all (default 120)")
+    if not shrinkage:
+        return
     p.add_argument("--shrinkage", type=float, default=0.0, metavar="A",
                    help="fit on the calibration statistics plus isotropic noise of A times "
                    "their mean variance: a ridge against directions the audio barely spans "
@@ -84,7 +87,7 @@ def calibration(args):
         raise KaldiCompressError("--calibration-data needs --model-dir")
     from ..compress.calibrate import load_calibration
     return load_calibration(args.model_dir, args.calibration_data, max_utts=args.max_utts,
-                            shrinkage=args.shrinkage)
+                            shrinkage=getattr(args, "shrinkage", 0.0))
 
 
 def compress_model(args, opts, method) -> tuple[Model, int, object]:

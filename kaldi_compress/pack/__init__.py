@@ -5,6 +5,7 @@ indices (zstandard) in a checksummed ``.kcz`` file, for shipping Kaldi models;
 * :mod:`.codebook` -- the clustering: codebook and indices of one matrix;
 * :mod:`.skeleton` -- which matrices are weights; the model's bytes without them;
 * :mod:`.container` -- the ``.kcz`` header, checksum and bounded reads;
+* :mod:`.rounding` -- data-aware rounding onto a codebook (error fed forward, GPTQ);
 * :mod:`.packing` -- ``pack_model`` / ``unpack_model``;
 * :mod:`.report` -- the per-layer table and the gzip/xz peers.
 """

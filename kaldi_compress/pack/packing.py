@@ -24,9 +24,10 @@ import numpy as np
 from ..errors import KaldiCompressError, KaldiFormatError
 from ..io.files import MAX_INPUT
 from ..nnet3 import Model, parse_model
-from .codebook import MAX_BITS, check_bits, quantize, relative_error
+from .codebook import MAX_BITS, Quantized, check_bits, quantize, relative_error
 from .container import Cursor, Writer, open_payload, seal
 from .report import LayerRow, PackReport, peer_sizes
+from .rounding import error_feedback_indices, output_error
 from .skeleton import (byte_planes, from_byte_planes, matrix_header, splice, split,
                        weight_matrices)
 
@@ -34,9 +35,13 @@ MAX_UNPACKED = MAX_INPUT         # the largest model this tool reads is the larg
 
 
 def pack_model(model: Model, bits: int = 8, prune_threshold: float = 0.0,
-               peers: bool = True) -> tuple[bytes, PackReport]:
+               peers: bool = True, moments: dict[str, np.ndarray] | None = None
+               ) -> tuple[bytes, PackReport]:
     """The ``.kcz`` bytes of ``model`` and the per-layer report (``peers``: also the
-    gzip -9 and xz -9 sizes of the model's binary file, which take a few seconds)."""
+    gzip -9 and xz -9 sizes of the model's binary file, which take a few seconds).
+    ``moments`` (component -> input second moment, :func:`.rounding.input_moments`):
+    those matrices are rounded data-aware (:mod:`.rounding`), the others to the nearest
+    codebook value."""
     try:
         check_bits(bits)
     except ValueError as e:
@@ -54,7 +59,8 @@ def pack_model(model: Model, bits: int = 8, prune_threshold: float = 0.0,
         if not np.isfinite(mat).all():
             raise KaldiCompressError(f"{hole.component}: {hole.field} has non-finite weights")
         start = len(w.getvalue())
-        q = quantize(mat, bits, prune_threshold)
+        moment = (moments or {}).get(hole.component)
+        q = _quantize(mat, bits, prune_threshold, moment)
         w.bytes(hole.component.encode(), 2)
         w.bytes(hole.field.encode(), 2)
         w.int(hole.offset, 8)
@@ -64,20 +70,39 @@ def pack_model(model: Model, bits: int = 8, prune_threshold: float = 0.0,
         w.blob(q.indices.tobytes())
         rows_out.append(LayerRow(hole.component, hole.field, *mat.shape, bits, q.codebook.size,
                                  mat.nbytes, len(w.getvalue()) - start,
-                                 relative_error(mat, q.values()), q.pruned))
+                                 relative_error(mat, q.values()), q.pruned,
+                                 None if moment is None
+                                 else output_error(mat, q.values(), moment) ** 0.5))
     packed = seal(w.getvalue())
     report = PackReport(bits, prune_threshold, rows_out, len(full), len(packed),
                         peer_sizes(full) if peers else {})
     return packed, report
 
 
-def quantized_model(model: Model, bits: int = 8, prune_threshold: float = 0.0) -> Model:
+def quantized_model(model: Model, bits: int = 8, prune_threshold: float = 0.0,
+                    moments: dict[str, np.ndarray] | None = None) -> Model:
     """A copy of ``model`` whose weight matrices are their codebook values: what
     unpacking its pack gives (for tests and for comparing outputs)."""
     out = model.copy()
     for name, token, mat in list(weight_matrices(out.nnet)):
-        out.nnet.components[name].set(token, quantize(mat, bits, prune_threshold).values())
+        q = _quantize(mat, bits, prune_threshold, (moments or {}).get(name))
+        out.nnet.components[name].set(token, q.values())
     return out
+
+
+def _quantize(mat: np.ndarray, bits: int, prune_threshold: float,
+              moment: np.ndarray | None) -> Quantized:
+    """Pack's codebook of ``mat``; with an input ``moment``, its indices chosen by error
+    feedback (weights pruned by the threshold stay exactly 0)."""
+    q = quantize(mat, bits, prune_threshold)
+    if moment is None or q.codebook.size <= 1:
+        return q
+    fixed = None
+    if prune_threshold > 0:
+        zero = int(np.searchsorted(q.codebook, 0.0))
+        fixed = np.where(np.abs(mat) < prune_threshold, zero, -1)
+    idx = error_feedback_indices(mat, moment, q.codebook.astype(np.float64), fixed)
+    return Quantized(q.codebook, idx.astype(np.uint8), q.pruned)
 
 
 def unpack_model(buf: bytes | bytearray, path: str = "<pack>") -> bytes:

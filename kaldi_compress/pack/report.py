@@ -20,6 +20,7 @@ class LayerRow:
     bytes_after: int         # its record in the pack (names, codebook, coded indices)
     rel_error: float         # ||W - Q|| / ||W||
     pruned: int = 0          # weights set to exactly 0 by --prune-threshold
+    out_error: float | None = None   # with calibration: sqrt(tr(E H E^T) / tr(W H W^T))
 
     @property
     def bits_per_weight(self) -> float:
@@ -54,12 +55,17 @@ class PackReport:
     def format_table(self) -> str:
         head = (f"{'layer':<24} {'shape':>10} {'bits':>4} {'codebook':>8} {'bytes before':>12} "
                 f"{'bytes after':>11} {'ratio':>6} {'bits/w':>6} {'rel.error':>9}")
+        calibrated = any(r.out_error is not None for r in self.layers)
+        if calibrated:
+            head += f" {'rel.err(out)':>12}"
         lines = [head]
         for r in self.layers:
             lines.append(f"{r.layer:<24} {f'{r.rows}x{r.cols}':>10} {r.bits:>4} {r.codebook:>8} "
                          f"{r.bytes_before:>12} {r.bytes_after:>11} "
                          f"{r.bytes_after / max(1, r.bytes_before):>6.3f} "
-                         f"{r.bits_per_weight:>6.2f} {r.rel_error:>9.4f}")
+                         f"{r.bits_per_weight:>6.2f} {r.rel_error:>9.4f}"
+                         + (f" {r.out_error:>12.4f}" if r.out_error is not None
+                            else " " * 13 if calibrated else ""))
 
         def total(name: str, before: int, after: int) -> str:
             return (f"{name:<48} {before:>12} {after:>11} {after / max(1, before):>6.3f}")
