@@ -262,7 +262,7 @@ def test_error_feedback_lowers_the_output_error(bits):
     assert output_error(w, q.codebook[idx], h) < 0.5 * output_error(w, q.values(), h)
 
 
-def test_error_feedback_keeps_pruned_weights_zero(model):
+def test_error_feedback_keeps_pruned_weights_zero():
     from kaldi_compress.pack.packing import _quantize
     rng = np.random.default_rng(1)
     w = (rng.laplace(size=(32, 24)) * 0.05).astype(np.float32)
@@ -284,7 +284,7 @@ def test_data_aware_pack_of_the_korean_model(model, ko_model_dir, ko_wide_train)
     mats = {n: m for n, _, m in weight_matrices(model.nnet)}
     assert all(moments[n].shape == (mats[n].shape[1],) * 2 for n in chosen)
     data, report = pack_model(model, 4, peers=False, moments=moments)
-    plain_data, plain = pack_model(model, 4, peers=False)
+    plain_data, _ = pack_model(model, 4, peers=False)
     rows = {r.layer: r for r in report.layers}
     for name in chosen:
         nearest_out = output_error(mats[name], quantize(mats[name], 4).values(),

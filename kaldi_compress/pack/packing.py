@@ -101,7 +101,7 @@ def _quantize(mat: np.ndarray, bits: int, prune_threshold: float,
     if prune_threshold > 0:
         zero = int(np.searchsorted(q.codebook, 0.0))
         fixed = np.where(np.abs(mat) < prune_threshold, zero, -1)
-    idx = error_feedback_indices(mat, moment, q.codebook.astype(np.float64), fixed)
+    idx = error_feedback_indices(mat, moment, q.codebook, fixed)
     return Quantized(q.codebook, idx.astype(np.uint8), q.pruned)
 
 

@@ -62,25 +62,12 @@ def output_error(weights: np.ndarray, quantized: np.ndarray, moment: np.ndarray)
 
 def input_moments(nnet: Nnet, calibration, components: set[str]) -> dict[str, np.ndarray]:
     """E[x x^T] of the vector each named component's weight matrix multiplies, over every
-    frame the network computes on the calibration audio (a compress.calibrate.Calibration)."""
-    import torch
-    from ..compute.layers import Tdnn, gather_rows
+    frame the network computes on the calibration audio (a compress.calibrate.Calibration):
+    the statistics data-aware compression gathers, a TDNN's of its spliced taps."""
+    from ..compress.calibrate import MomentAccumulator
     from ..nnet3.components import TdnnComponent
-    comp_of = {n.name: n.component for n, _ in nnet.component_nodes()
-               if n.component in components}
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-
-    def observe(node, layer_input, output, index) -> None:
-        name = comp_of.get(node)
-        if name is None:
-            return
-        x = layer_input
-        if isinstance(nnet.components[name], TdnnComponent):
-            x = gather_rows(layer_input, Tdnn.tap_rows(index)).flatten(2)
-        x = x.reshape(-1, x.shape[-1]).to(torch.float64)
-        sums[name] = sums.get(name, 0) + x.T @ x
-        counts[name] = counts.get(name, 0) + x.shape[0]
-
-    calibration.run(nnet, observe)
-    return {name: (s / max(counts[name], 1)).numpy() for name, s in sums.items()}
+    wanted = {n.component: (n.name, "taps" if isinstance(c, TdnnComponent) else "input")
+              for n, c in nnet.component_nodes() if n.component in components}
+    acc = MomentAccumulator(wanted, set())
+    calibration.run(nnet, acc)
+    return {name: acc.moment(name) for name in wanted if name in acc.sums}
