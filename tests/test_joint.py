@@ -12,6 +12,7 @@ from kaldi_compress.compress.calibrate import load_calibration
 from kaldi_compress.compress.joint import JointOptions, joint_compress
 from kaldi_compress.compress.prune import (PruneOptions, plan_pruning, probe_width,
                                            prune_compress, space_gains)
+from kaldi_compress.compress.prune_order import diagonal_ranking
 from kaldi_compress.compress.svd import SvdOptions, svd_compress
 from models import reread
 from test_prune import fails_in_one_line, run_cli, sum_dims_agree
@@ -40,10 +41,10 @@ def test_svd_alone_is_data_aware_svd(prepared, calibration):
 
 
 def test_probe_width_keeps_the_probe_error():
-    scores = [4.0, 1.0, 0.0, 3.0, 2.0]                 # total 10
-    assert probe_width(scores, 1, 0.0) == 4            # only the zero-score unit goes
-    assert probe_width(scores, 1, 0.55) == 2      # 0, 1, 2 removed: 3 <= 0.3025 * 10
-    assert probe_width(scores, 4, 1.0) == 4            # never below min_width
+    ranking = diagonal_ranking([4.0, 1.0, 0.0, 3.0, 2.0])      # total 10
+    assert probe_width(ranking, 1, 0.0) == 4            # only the zero-score unit goes
+    assert probe_width(ranking, 1, 0.55) == 2      # 0, 1, 2 removed: 3 <= 0.3025 * 10
+    assert probe_width(ranking, 4, 1.0) == 4            # never below min_width
 
 
 def test_joint_budget_met_dims_consistent(prepared, calibration):
@@ -60,10 +61,12 @@ def test_joint_budget_met_dims_consistent(prepared, calibration):
 
 def test_space_gains_are_positive_and_widths_follow_the_budget(prepared, calibration):
     fit_half, probe_half = calibration.halves()
-    gains = space_gains(prepared.nnet, plan_pruning(prepared.nnet, "*", fit_half), probe_half)
-    plan = plan_pruning(prepared.nnet, "*", calibration)
+    gains = space_gains(prepared.nnet, plan_pruning(prepared.nnet, "*", fit_half), probe_half,
+                        closed_loop=fit_half)
+    plan = plan_pruning(prepared.nnet, "*", calibration, refit=False)
     assert set(gains) == {s.name for s in plan.spaces} and min(gains.values()) > 0
-    # more budget never narrows a space (the Lagrangian choice is monotone)
+    # more budget never narrows a space: the Lagrangian choice is monotone when the
+    # damage grows convexly with the units removed (each unit's own score, smallest first)
     table = plan.table(8)
     fixed = prepared.nnet.num_parameters - sum(s.params_before for s in plan.spaces)
     total = prepared.nnet.num_parameters

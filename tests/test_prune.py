@@ -1,5 +1,7 @@
 """Structured width pruning: nothing pruned is exact, no-refit pruning is the removed
-units replaced by their means, dimensions stay consistent, Vosk decodes the result."""
+units replaced by their means, the greedy order's damage is the exact least-squares
+residual, the closed loop starts where the open loop does and ends closer to the
+original, dimensions stay consistent, Vosk decodes the result."""
 from __future__ import annotations
 
 import subprocess
@@ -9,8 +11,11 @@ import numpy as np
 import pytest
 
 from kaldi_compress.compress.calibrate import load_calibration
-from kaldi_compress.compress.prune import (PruneOptions, consumer_statistics, kept_dims,
-                                           prune_compress, select_spaces, unit_scores)
+from kaldi_compress.compress.prune import (PruneOptions, consumer_statistics, prune_compress,
+                                           select_spaces)
+from kaldi_compress.compress.prune_order import (RIDGE, diagonal_ranking, diagonal_scores,
+                                                 refit_ranking)
+from kaldi_compress.compress.units import weight
 from kaldi_compress.compress.widths import find_spaces
 from kaldi_compress.compute.fidelity import compare_outputs
 from kaldi_compress.nnet3.components import NaturalGradientAffineComponent
@@ -60,7 +65,7 @@ def test_no_refit_is_the_removed_units_replaced_by_their_means(prepared, calibra
     nnet = prepared.nnet
     space, = select_spaces(nnet, "prefinal-chain.*")
     stats = consumer_statistics(nnet, [space], calibration)
-    keep = kept_dims(unit_scores(nnet, space, stats), 600)
+    keep = diagonal_ranking(diagonal_scores(nnet, space, stats)).kept(600)
     removed = np.setdiff1d(np.arange(768), keep)
     reference = nnet.copy()
     lin = reference.components["prefinal-chain.linear"]
@@ -90,6 +95,57 @@ def test_budget_met_dims_consistent_and_refit_helps(prepared, calibration):
         assert sum_dims_agree(again.nnet)
         results[refit] = compare_outputs(base, calibration.run(again.nnet))
     assert results[True].snr_db > results[False].snr_db
+
+
+def refit_damage(w, d, cov, cols_removed):
+    """tr(D W_R S_R W_R^T D) / out: least-squares refit of y = W z on the kept columns,
+    S_R = C_RR - C_RK C_KK^{-1} C_KR (with the refit's ridge)."""
+    n = len(cov)
+    cov = cov + RIDGE * np.trace(cov) / n * np.eye(n)
+    kept = np.setdiff1d(np.arange(n), cols_removed)
+    r = cols_removed
+    schur = cov[np.ix_(r, r)] - cov[np.ix_(r, kept)] @ np.linalg.solve(
+        cov[np.ix_(kept, kept)], cov[np.ix_(kept, r)])
+    wd = w[:, r] * d[:, None]
+    return float(np.trace(wd @ schur @ wd.T)) / w.shape[0]
+
+
+def test_greedy_damage_is_the_exact_refit_residual(prepared, calibration):
+    """The Optimal Brain Surgeon updates track the refit exactly: after r removals the
+    ranking's damage equals the least-squares residual computed from scratch."""
+    nnet = prepared.nnet
+    space, = select_spaces(nnet, "prefinal-chain.*")
+    stats = consumer_statistics(nnet, [space], calibration)
+    ranking = refit_ranking(nnet, space, stats, floor=728)
+    assert ranking.lost[40] < np.inf and ranking.lost[41] == np.inf
+    st = stats["prefinal-chain.linear"]
+    w = weight(nnet.components["prefinal-chain.linear"]).astype(np.float64)
+    for r in (1, 10, 40):
+        want = refit_damage(w, st.inverse_std, st.covariance, np.sort(ranking.order[:r]))
+        assert ranking.lost[r] == pytest.approx(want, rel=1e-6)
+    # the first step takes the cheapest unit: alone, j costs ||D w_j||^2 / (C^{-1})_jj
+    cov = st.covariance + RIDGE * np.trace(st.covariance) / 768 * np.eye(768)
+    alone = ((w * st.inverse_std[:, None]) ** 2).sum(0) / np.diag(np.linalg.inv(cov)) / 64
+    assert ranking.order[0] == np.argmin(alone)
+    assert ranking.lost[1] == pytest.approx(alone.min(), rel=1e-6)
+
+
+def test_closed_loop_starts_as_the_open_loop_and_ends_closer(prepared, calibration):
+    """The first reader of the residual stream sees the same (only cut) inputs in both
+    loops, so its refit is the same; the network's outputs end closer to the original."""
+    base = calibration.run(prepared.nnet)
+    nets = {}
+    for closed in (False, True):
+        work = reread(prepared)
+        prune_compress(work.nnet, PruneOptions(keep_fraction=0.7,
+                                               calibration=calibration, closed_loop=closed))
+        nets[closed] = work.nnet
+    first = [weight(nets[c].components["tdnnf2.linear"]) for c in (False, True)]
+    assert np.abs(first[0] - first[1]).max() <= 1e-5 * np.abs(first[0]).max()
+    later = [weight(nets[c].components["tdnnf9.linear"]) for c in (False, True)]
+    assert np.abs(later[0] - later[1]).max() > 1e-3 * np.abs(later[0]).max()
+    snr = {c: compare_outputs(base, calibration.run(n)).snr_db for c, n in nets.items()}
+    assert snr[True] > snr[False]
 
 
 def run_cli(*args):

@@ -24,8 +24,6 @@ def add_parser(sub, kaldi_bool) -> None:
                    help="comma-separated, of svd, prune, tt (default svd,prune)")
     add_calibration(p, True, "the audio that prices the choices and refits the layers")
     add_width_options(p, kaldi_bool)
-    p.add_argument("--closed-loop", type=kaldi_bool, default=True, metavar="BOOL",
-                   help="SVD: refit each layer on the inputs of the compressed layers below it")
     add_compress_options(p, kaldi_bool)
 
 
@@ -33,7 +31,7 @@ def run(args) -> int:
     from ..compress.joint import JointOptions, joint_compress
     from ..compress.spine import format_report, report_dict
     opts = JointOptions(**common_options(args), **width_options(args),
-                        methods=tuple(args.methods.split(",")), closed_loop=args.closed_loop)
+                        methods=tuple(args.methods.split(",")))
     model, before, stages = compress_model(args, opts, joint_compress)
     for stage in stages:
         print(f"kaldi-compress: {stage.name}", file=sys.stderr)

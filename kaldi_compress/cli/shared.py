@@ -67,16 +67,20 @@ def add_calibration(p, required: bool, what: str, shrinkage: bool = True) -> Non
 
 
 def add_width_options(p, kaldi_bool) -> None:
-    """``--refit`` and ``--min-width`` of width pruning (:class:`..compress.prune.WidthOptions`)."""
+    """``--refit``, ``--min-width`` and ``--closed-loop`` of width pruning
+    (:class:`..compress.prune.WidthOptions`)."""
     p.add_argument("--refit", type=kaldi_bool, default=True, metavar="BOOL",
                    help="pruning: refit the layers reading a pruned space by least squares "
                    "(default true; false: removed units are replaced by their means)")
     p.add_argument("--min-width", type=int, default=8, metavar="N",
                    help="pruning: never prune a space below N units (default 8)")
+    p.add_argument("--closed-loop", type=kaldi_bool, default=True, metavar="BOOL",
+                   help="refit each layer on the inputs of the compressed layers below it, "
+                   "to reproduce the original network's values (default true)")
 
 
 def width_options(args) -> dict:
-    return {"refit": args.refit, "min_width": args.min_width}
+    return {"refit": args.refit, "min_width": args.min_width, "closed_loop": args.closed_loop}
 
 
 def calibration(args):

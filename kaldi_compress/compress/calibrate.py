@@ -94,6 +94,19 @@ class Calibration:
             outs.extend(computer.compute_many(self.utterances[i:i + 8]))
         return outs
 
+    def run_paired(self, first: Nnet, first_observer, second: Nnet, second_observer) -> None:
+        """Both networks over the utterances, 8 at a time, ``first`` before ``second`` on
+        each group: an observer of ``second`` may consume what ``first``'s recorded."""
+        from ..compute.chunking import ComputeOptions, SimpleComputer
+        computers = []
+        for nnet, observer in ((first, first_observer), (second, second_observer)):
+            computer = SimpleComputer(nnet, ComputeOptions(**vars(self.compute_options)))
+            computer.forward.observer = observer
+            computers.append(computer)
+        for i in range(0, len(self.utterances), 8):
+            for computer in computers:
+                computer.compute_many(self.utterances[i:i + 8])
+
 
     def halves(self) -> tuple["Calibration", "Calibration"]:
         """The even and the odd utterances: one half to fit on, the other to measure on."""
@@ -257,7 +270,9 @@ class Recorder:
 
 
 class CrossAccumulator:
-    """E[x x^T], E[x], Cov(x_o, x), E[x_o] of selected rows against recorded original rows."""
+    """E[x x^T], E[x], Cov(x_o, x), E[x_o] of selected rows against recorded original rows
+    of the same frames (x_o may be wider than x: the original of a pruned input); each
+    recorded block is used once and then freed."""
 
     def __init__(self, wanted: dict[str, tuple[str, str]], original: dict[str, list[torch.Tensor]]):
         self.by_node: dict[str, list[tuple[str, str]]] = {}
@@ -273,8 +288,9 @@ class CrossAccumulator:
         for key, kind in self.by_node.get(node, ()):
             x = _extract(kind, layer_input, output, index)
             o = self.original[key][self.i[key]].to(torch.float64)
+            self.original[key][self.i[key]] = None     # used once: free it
             self.i[key] += 1
-            if o.shape != x.shape:
+            if o.shape[0] != x.shape[0]:   # the columns may differ: pruned inputs
                 raise KaldiCompressError(f"closed-loop calibration: node {node} computed "
                                          f"{x.shape[0]} rows, the original {o.shape[0]}")
             acc = self.s[key]

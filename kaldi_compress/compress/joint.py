@@ -6,15 +6,15 @@ are not priced independently.  We choose in two steps, both under the same budge
 (parameters as ``nnet3-am-info`` counts them):
 
 1. **widths**: every width space s offers widths w with predicted output damage
-   g_s e_s(w) (:func:`.prune.space_gains`: measured gain times the removed units'
-   local damage) and every SVD unit u ranks k with g_u e_u(k)
+   g_s e_s(w) (:func:`.prune.space_gains`: measured gain, with the refit as it will
+   be applied, times the removed units' local damage) and every SVD unit u ranks k with g_u e_u(k)
    (:func:`.svd.data_aware_table`), both in units of the network output's variance.
    :func:`.budget.choose` minimises sum g e subject to
    P - sum_s (P_s - P_s(w_s)) - sum_u (P_u - P_u(k_u)) <= B, counting the savings of a
    width and of a rank as if they added up (pruning a bottleneck's inputs and
    lowering its rank both shrink it, so the true total is a little larger);
 2. **ranks**: the chosen widths are applied (least-squares refit on calibration
-   audio) and the rank methods then meet B exactly on the pruned network with fresh
+   audio, closed loop: :func:`.prune.apply_widths`) and the rank methods then meet B exactly on the pruned network with fresh
    statistics: data-aware SVD (:func:`.svd.svd_compress`, closed loop), or with
    ``tt`` the TT budget (:func:`.tt_compress.tt_compress`, SVD allowed when ``svd``
    is among the methods; its damage is weights-only).
@@ -42,7 +42,6 @@ METHODS = ("svd", "prune", "tt")
 class JointOptions(WidthOptions, CompressOptions):
     methods: tuple[str, ...] = ("svd", "prune")
     calibration: object | None = None    # a calibrate.Calibration (required)
-    closed_loop: bool = True              # SVD: refit on the compressed layers' inputs
     RULES: ClassVar = ()                  # a budget only
 
     def check_rules(self) -> None:
@@ -77,14 +76,16 @@ def joint_compress(nnet: Nnet, opts: JointOptions) -> list[Stage]:
 
 def _widths(nnet: Nnet, opts: JointOptions, budget: int) -> list[LayerReport]:
     cal = opts.calibration
-    plan = plan_pruning(nnet, opts.components, cal)
+    plan = plan_pruning(nnet, opts.components, cal, opts.refit, opts.min_width, opts.progress)
     if opts.methods == ("prune",):
         table = plan.table(opts.min_width)
         units: list = []
     else:
         fit_half, probe_half = cal.halves()
-        gains = space_gains(nnet, plan_pruning(nnet, opts.components, fit_half), probe_half,
-                            refit=opts.refit)
+        gains = space_gains(nnet, plan_pruning(nnet, opts.components, fit_half, opts.refit,
+                                               progress=opts.progress),
+                            probe_half, refit=opts.refit,
+                            closed_loop=fit_half if opts.closed_loop else None)
         table = [[Option(o.rank, o.params, o.damage * gains.get(s.name, 1.0)) for o in row]
                  for s, row in zip(plan.spaces, plan.table(opts.min_width))]
         units, svd_rows = data_aware_table(nnet, opts.components, cal, progress=opts.progress)
@@ -93,7 +94,7 @@ def _widths(nnet: Nnet, opts: JointOptions, budget: int) -> list[LayerReport]:
         - sum(u.params_before for u in units)
     chosen = choose(table, budget, fixed)
     widths = {s.name: o.rank for s, o in zip(plan.spaces, chosen)}
-    return apply_widths(nnet, plan, widths, opts.refit)
+    return apply_widths(nnet, plan, widths, opts, cal)
 
 
 def _ranks(nnet: Nnet, opts: JointOptions, budget: int) -> list[LayerReport]:

@@ -13,17 +13,25 @@ shift = W_{:,R} mu_R: the removed units replaced by their means).  The shift goe
 into the consumer's bias; a bias-free consumer (a TDNN-F ``.linear``) passes it on
 through its bottleneck -- BatchNorm scale included -- into its own consumers' biases.
 
-Which units go: the damage of removing dimension j is, summed over consumers c,
-sum_{col of j} ||d_c * W_c[:, col]||^2 Var(z_col) / out_dim_c (d_c = 1 / std of c's
-outputs) -- the mean squared output error per output, in units of its standard
-deviation, on the scale of the data-aware SVD's damage.  A space offers every width
-w, damage the sum of its D - w smallest scores; :func:`.spine.within_budget` or a
-per-space ``keep_fraction`` decides.  Spaces are used only if they share no
-component with a wider one (the 64-wide TDNN-F bottlenecks are SVD's: they share
-the ``.linear`` and ``.affine`` layers with the residual stream).
+Closed loop (default): once every space is cut, the consumers are refit again in
+network order, each on its inputs z_c in the pruned network (whose earlier layers
+are already cut and refit) against the original network's inputs z_o on the same
+frames: W' = W Cov(z_o, z_c) Cov(z_c)^{-1}, shift = W mu_o - W' mu_c, so that every
+layer also undoes the errors of the layers below it (as the data-aware SVD does).
+
+Which units go (:mod:`.prune_order`): without refit, in order of each unit's own
+damage; with refit, greedily by the damage left after the others are refit (Optimal
+Brain Surgeon).  The damage is the mean squared output error per output of every
+consumer, in units of its standard deviation -- the scale of the data-aware SVD's
+damage.  A space offers every width w >= min_width at the damage of its first
+D - w removals; :func:`.spine.within_budget` or a per-space ``keep_fraction``
+decides.  Spaces are used only if they share no component with a wider one (the
+64-wide TDNN-F bottlenecks are SVD's: they share the ``.linear`` and ``.affine``
+layers with the residual stream).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -35,6 +43,7 @@ from ..nnet3.components.base import match_glob
 from .budget import Option
 from .rewrite import with_weight
 from .spine import CompressOptions, LayerReport, nothing_matched, within_budget
+from .prune_order import RIDGE, Ranking, diagonal_ranking, diagonal_scores, refit_ranking
 from .units import Unit, batchnorm_scale_offset, bias, find_units, offsets, weight
 from .widths import Consumer, Space, find_spaces
 
@@ -43,6 +52,7 @@ from .widths import Consumer, Space, find_spaces
 class WidthOptions:
     """How widths are cut, for every command that prunes."""
     refit: bool = True                    # least-squares refit of the consumers
+    closed_loop: bool = True              # refit again on the pruned network's own inputs
     min_width: int = 8                    # never prune a space below this
 
     def check_widths(self) -> None:
@@ -91,24 +101,29 @@ def select_spaces(nnet: Nnet, pattern: str) -> list[Space]:
     return sorted(chosen, key=lambda s: order[s.name])
 
 
-def consumer_statistics(nnet: Nnet, spaces: list[Space], calibration) -> dict[str, ConsumerStats]:
-    """Per consumer node: mean and covariance of its (spliced) input, output spreads."""
-    from .calibrate import TAPS, MomentAccumulator
-    wanted, keys = {}, {}
+def _consumer_rows(nnet: Nnet, spaces: list[Space]) -> dict[str, tuple[str, str]]:
+    """Per consumer node, the rows it reads: its (spliced, if multi-offset) input."""
+    wanted = {}
     for s in spaces:
         for c in s.consumers:
             multi = len(offsets(nnet.components[nnet.node(c.node).component])) > 1
-            keys[c.node] = TAPS + c.node if multi else c.node
-            wanted[keys[c.node]] = (c.node, "taps" if multi else "input")
-    acc = MomentAccumulator(wanted, set(keys))
+            wanted[c.node] = (c.node, "taps" if multi else "input")
+    return wanted
+
+
+def consumer_statistics(nnet: Nnet, spaces: list[Space], calibration) -> dict[str, ConsumerStats]:
+    """Per consumer node: mean and covariance of its (spliced) input, output spreads."""
+    from .calibrate import MomentAccumulator
+    wanted = _consumer_rows(nnet, spaces)
+    acc = MomentAccumulator(wanted, set(wanted))
     calibration.run(nnet, acc)
     out = {}
-    for node, key in keys.items():
-        if key not in acc.sums:
+    for node in wanted:
+        if node not in acc.sums:
             raise KaldiCompressError(f"calibration never computed {node} (a branch 'output' "
                                      "does not use? prepare the model for test first)")
-        mean = acc.mean(key)
-        out[node] = ConsumerStats(acc.moment(key) - np.outer(mean, mean), mean,
+        mean = acc.mean(node)
+        out[node] = ConsumerStats(acc.moment(node) - np.outer(mean, mean), mean,
                                   acc.inverse_std(node))
     return out
 
@@ -117,30 +132,12 @@ def _columns(c: Consumer, dims: np.ndarray) -> np.ndarray:
     return (np.asarray(c.starts)[:, None] + dims[None, :]).ravel()
 
 
-def unit_scores(nnet: Nnet, space: Space, stats: dict[str, ConsumerStats]) -> np.ndarray:
-    """Damage of removing each dimension alone (see the module docstring)."""
-    scores = np.zeros(space.dim)
-    for c in space.consumers:
-        w = weight(nnet.components[nnet.node(c.node).component]).astype(np.float64)
-        st = stats[c.node]
-        energy = ((w * st.inverse_std[:, None]) ** 2).sum(0) * np.diag(st.covariance)
-        for s in c.starts:
-            scores += energy[s:s + space.dim] / w.shape[0]
-    return scores
-
-
-def prune_options(space: Space, scores: np.ndarray, min_width: int) -> list[Option]:
-    """Keep, or any width w >= min_width: parameters and the D - w smallest scores."""
-    tail = np.concatenate([[0.0], np.cumsum(np.sort(scores))])
+def prune_options(space: Space, ranking: Ranking, min_width: int) -> list[Option]:
+    """Keep, or any width w >= min_width: parameters and the damage of D - w removals."""
     opts = [Option(space.dim, space.params_before, 0.0)]
     for w in range(min(min_width, space.dim), space.dim):
-        opts.append(Option(w, space.params_at(w), float(tail[space.dim - w])))
+        opts.append(Option(w, space.params_at(w), ranking.damage(w)))
     return opts
-
-
-def kept_dims(scores: np.ndarray, width: int) -> np.ndarray:
-    """The ``width`` dimensions of highest score, in their original order."""
-    return np.sort(np.argsort(-scores, kind="stable")[:width])
 
 
 def _slice_per_dim(comp, keep: np.ndarray, dim: int):
@@ -154,9 +151,11 @@ def _slice_per_dim(comp, keep: np.ndarray, dim: int):
     return new
 
 
-def _push_shift(nnet: Nnet, unit: Unit, shift: np.ndarray) -> bool:
+def _push_shift(nnet: Nnet, unit: Unit, shift: np.ndarray,
+                base: dict[str, np.ndarray] | None = None) -> bool:
     """Add a constant change ``shift`` of a bias-free bottleneck producer's output to
-    its consumers' biases (through a BatchNorm's scale); False if one has no bias."""
+    its consumers' biases (through a BatchNorm's scale) -- to ``base[consumer]`` instead
+    of the current bias where given; False if one has no bias."""
     consumers = [nnet.components[nnet.node(n).component] for n in unit.consumers]
     if not all(len(bias(c)) for c in consumers):
         return False
@@ -167,9 +166,26 @@ def _push_shift(nnet: Nnet, unit: Unit, shift: np.ndarray) -> bool:
         w = weight(comp).astype(np.float64)
         k = len(offsets(comp))
         delta = w @ np.tile(shift, k)
-        node = nnet.node(name)
-        nnet.components[node.component] = with_weight(comp, w, bias(comp) + delta)
+        b = bias(comp) if base is None else base[name]
+        nnet.components[nnet.node(name).component] = with_weight(comp, w, b + delta)
     return True
+
+
+def _set_consumer(nnet: Nnet, node_name: str, new_w: np.ndarray, new_b: np.ndarray | None,
+                  shift: np.ndarray, bottlenecks: dict[str, Unit],
+                  base: dict[str, np.ndarray] | None = None) -> str | None:
+    """Give a consumer weights ``new_w`` and bias ``new_b`` + ``shift`` or, bias-free,
+    pass the shift on (:func:`_push_shift`); a note if nothing can absorb it."""
+    node = nnet.node(node_name)
+    comp = nnet.components[node.component]
+    if new_b is not None and len(new_b):
+        nnet.components[node.component] = with_weight(comp, new_w, new_b + shift)
+        return None
+    nnet.components[node.component] = with_weight(comp, new_w)
+    unit = bottlenecks.get(node_name)
+    if unit is None or not _push_shift(nnet, unit, shift, base):
+        return f"{node.component}: no bias to absorb the removed units' mean"
+    return None
 
 
 def apply_width(nnet: Nnet, space: Space, keep: np.ndarray, stats: dict[str, ConsumerStats],
@@ -188,8 +204,7 @@ def apply_width(nnet: Nnet, space: Space, keep: np.ndarray, stats: dict[str, Con
         nnet.components[node.component] = _slice_per_dim(nnet.components[node.component],
                                                          keep, space.dim)
     for c in space.consumers:
-        node = nnet.node(c.node)
-        comp = nnet.components[node.component]
+        comp = nnet.components[nnet.node(c.node).component]
         w = weight(comp).astype(np.float64)
         cols_r = _columns(c, removed)
         cols_k = np.setdiff1d(np.arange(w.shape[1]), cols_r)
@@ -197,67 +212,107 @@ def apply_width(nnet: Nnet, space: Space, keep: np.ndarray, stats: dict[str, Con
         if refit:
             cov = st.covariance
             ck = cov[np.ix_(cols_k, cols_k)]
-            ridge = 1e-8 * np.trace(ck) / max(len(ck), 1)
+            ridge = RIDGE * np.trace(ck) / max(len(ck), 1)
             new_w = np.linalg.solve(ck + ridge * np.eye(len(ck)), cov[cols_k] @ w.T).T
             shift = w @ st.mean - new_w @ st.mean[cols_k]
         else:
             new_w = w[:, cols_k]
             shift = w[:, cols_r] @ st.mean[cols_r]
-        b = bias(comp)
-        if len(b):
-            nnet.components[node.component] = with_weight(comp, new_w, b + shift)
-            continue
-        nnet.components[node.component] = with_weight(comp, new_w)
-        unit = bottlenecks.get(c.node)
-        if unit is None or not _push_shift(nnet, unit, shift):
-            notes.append(f"{node.component}: no bias to absorb the removed units' mean")
+        note = _set_consumer(nnet, c.node, new_w, bias(comp), shift, bottlenecks)
+        if note:
+            notes.append(note)
     return notes
+
+
+def refit_closed_loop(nnet: Nnet, original: Nnet, spaces: list[Space],
+                      keeps: dict[str, np.ndarray], calibration,
+                      progress: bool = False) -> None:
+    """Refit every consumer of the pruned ``spaces`` again, in network order, on its
+    inputs in ``nnet`` (already cut) against ``original``'s (module docstring)."""
+    from .calibrate import CrossAccumulator, Recorder
+    wanted = _consumer_rows(original, spaces)
+    rows = {p: keeps[s.name] for s in spaces for p in s.producers}   # a producer's kept rows
+
+    def original_bias(name: str) -> np.ndarray:
+        b = bias(original.components[original.node(name).component]).astype(np.float64)
+        return b[rows[name]] if name in rows and len(b) else b
+
+    bottlenecks = _bottlenecks(nnet)
+    order = {n.name: i for i, n in enumerate(nnet.nodes)}
+    nodes = sorted(wanted, key=order.__getitem__)
+    if progress:
+        from tqdm import tqdm
+        nodes = tqdm(nodes, desc="closed loop", unit="layer", file=sys.stderr, leave=False)
+    for name in nodes:
+        recorder = Recorder({name: wanted[name]})    # the original's rows, a group at a time
+        acc = CrossAccumulator({name: wanted[name]}, recorder.rows)
+        calibration.run_paired(original, recorder, nnet, acc)
+        m = acc.moments(name)
+        w = weight(original.components[original.node(name).component]).astype(np.float64)
+        if name in rows:
+            w = w[rows[name]]
+        cov = m.covariance()
+        ridge = RIDGE * np.trace(cov) / max(len(cov), 1)
+        new_w = np.linalg.solve(cov + ridge * np.eye(len(cov)), (w @ m.cross).T).T
+        shift = w @ m.target_mean - new_w @ m.mean
+        unit = bottlenecks.get(name)
+        base = {n: original_bias(n) for n in unit.consumers} if unit is not None else None
+        _set_consumer(nnet, name, new_w, original_bias(name), shift, bottlenecks, base)
 
 
 @dataclass
 class PrunePlan:
-    """What pruning decides from: the spaces, their consumers' statistics, unit scores."""
+    """What pruning decides from: the spaces, their consumers' statistics, and the
+    order in which each space's units go (:mod:`.prune_order`)."""
     spaces: list[Space]
     stats: dict[str, ConsumerStats] = field(repr=False)
-    scores: dict[str, np.ndarray] = field(repr=False)
+    rankings: dict[str, Ranking] = field(repr=False)
 
     def table(self, min_width: int) -> list[list[Option]]:
         """Per space, its width options (:func:`prune_options`)."""
-        return [prune_options(s, self.scores[s.name], min_width) for s in self.spaces]
+        return [prune_options(s, self.rankings[s.name], min_width) for s in self.spaces]
 
 
-def plan_pruning(nnet: Nnet, pattern: str, calibration) -> PrunePlan:
-    """Select the spaces matching ``pattern`` and score their units on ``calibration``."""
+def plan_pruning(nnet: Nnet, pattern: str, calibration, refit: bool = True,
+                 floor: int = 1, progress: bool = False) -> PrunePlan:
+    """Select the spaces matching ``pattern`` and rank their units on ``calibration``
+    (down to ``floor`` units each)."""
     spaces = select_spaces(nnet, pattern)
     stats = consumer_statistics(nnet, spaces, calibration)
-    return PrunePlan(spaces, stats, {s.name: unit_scores(nnet, s, stats) for s in spaces})
+    if refit:
+        rankings = {s.name: refit_ranking(nnet, s, stats, floor, progress) for s in spaces}
+    else:
+        rankings = {s.name: diagonal_ranking(diagonal_scores(nnet, s, stats)) for s in spaces}
+    return PrunePlan(spaces, stats, rankings)
 
 
-def probe_width(scores: np.ndarray, min_width: int, probe_error: float) -> int:
+def probe_width(ranking: Ranking, min_width: int, probe_error: float) -> int:
     """The smallest width whose relative local error sqrt(lost / total) is at most
     ``probe_error`` (not below ``min_width``)."""
-    lost = np.concatenate([[0.0], np.cumsum(np.sort(scores))])   # lost[r]: r removed
-    ok = np.nonzero(lost <= probe_error ** 2 * max(lost[-1], 1e-30))[0]
-    return max(len(scores) - int(ok[-1]), min(min_width, len(scores)))
+    ok = np.nonzero(ranking.lost <= probe_error ** 2 * max(ranking.total, 1e-30))[0]
+    return max(ranking.dim - int(ok[-1]), min(min_width, ranking.dim))
 
 
 def space_gains(nnet: Nnet, plan: PrunePlan, calibration, probe_error: float = 0.2,
-                refit: bool = True) -> dict[str, float]:
+                refit: bool = True, closed_loop=None) -> dict[str, float]:
     """Per space, g = E_out / e: the network's output error (over the output variance)
-    per unit of local damage e (removed scores), measured by pruning that space alone
-    to :func:`probe_width` (as :func:`.sensitivity.output_gains` does for SVD).  Measure
-    on other audio than ``plan`` was fit on: a refit judged on its own data looks
-    harmless (with fewer frames than units, exact)."""
+    per unit of local damage e, measured by pruning that space alone to
+    :func:`probe_width` (as :func:`.sensitivity.output_gains` does for SVD) as it will
+    be applied: refit, and refit closed loop on ``closed_loop`` (a Calibration) if
+    given.  Measure on other audio than ``plan`` and the closed loop were fit on: a
+    refit judged on its own data looks harmless (with fewer frames than units, exact)."""
     from .sensitivity import OutputProbe
     probe, gains = OutputProbe(nnet, calibration), {}
     for s in plan.spaces:
-        sc = plan.scores[s.name]
-        w = probe_width(sc, 1, probe_error)
-        local = float(np.sort(sc)[:s.dim - w].sum())
-        if w >= s.dim or local <= 0:
+        ranking = plan.rankings[s.name]
+        w = probe_width(ranking, 1, probe_error)
+        local = ranking.damage(w)
+        if w >= s.dim or not 0 < local < np.inf:
             continue
-        work = nnet.copy()
-        apply_width(work, s, kept_dims(sc, w), plan.stats, refit, _bottlenecks(work))
+        work, keep = nnet.copy(), ranking.kept(w)
+        apply_width(work, s, keep, plan.stats, refit, _bottlenecks(work))
+        if refit and closed_loop is not None:
+            refit_closed_loop(work, nnet, [s], {s.name: keep}, closed_loop)
         gains[s.name] = probe.error(work) / local
     return gains
 
@@ -272,37 +327,45 @@ def prune_compress(nnet: Nnet, opts: PruneOptions) -> list[LayerReport]:
     if opts.calibration is None:
         raise KaldiCompressError("pruning needs calibration data (--calibration-data and "
                                  "--model-dir)")
-    plan = plan_pruning(nnet, opts.components, opts.calibration)
     if opts.budget:
+        plan = plan_pruning(nnet, opts.components, opts.calibration, opts.refit,
+                            opts.min_width, opts.progress)
         chosen = within_budget(nnet, plan.spaces, plan.table(opts.min_width), opts)
         widths = {s.name: o.rank for s, o in zip(plan.spaces, chosen)}
     else:
-        widths = {s.name: max(min(opts.min_width, s.dim), int(round(opts.keep_fraction * s.dim)))
-                  for s in plan.spaces}
-    return apply_widths(nnet, plan, widths, opts.refit)
+        def width(dim: int) -> int:
+            return max(min(opts.min_width, dim), int(round(opts.keep_fraction * dim)))
+        spaces = select_spaces(nnet, opts.components)
+        plan = plan_pruning(nnet, opts.components, opts.calibration, opts.refit,
+                            min(width(s.dim) for s in spaces), opts.progress)
+        widths = {s.name: width(s.dim) for s in plan.spaces}
+    return apply_widths(nnet, plan, widths, opts, opts.calibration)
 
 
-def apply_widths(nnet: Nnet, plan: PrunePlan, widths: dict[str, int],
-                 refit: bool = True) -> list[LayerReport]:
-    """Prune every space of ``plan`` to ``widths[space]`` in place (keeping its units of
-    highest score); one report row per space."""
+def apply_widths(nnet: Nnet, plan: PrunePlan, widths: dict[str, int], opts: WidthOptions,
+                 calibration=None) -> list[LayerReport]:
+    """Prune every space of ``plan`` to ``widths[space]`` in place (keeping the units its
+    ranking removes last), then, with ``opts.refit`` and ``opts.closed_loop``, refit the
+    consumers on ``calibration`` closed loop; one report row per space."""
+    original = nnet.copy()
     bottlenecks = _bottlenecks(nnet)
-    reports = []
+    reports, keeps = [], {}
     for s in plan.spaces:
-        w, sc = widths[s.name], plan.scores[s.name]
-        total = float(sc.sum())
+        w, ranking = widths[s.name], plan.rankings[s.name]
         label = s.name + (f" (+{len(s.producers) - 1} layers)" if len(s.producers) > 1 else "")
         if w >= s.dim:
             reports.append(LayerReport(label, "kept", "width", f"{s.dim} units", s.params_before,
                                        s.params_before, 0.0, 0.0, s.dim, s.dim))
             continue
-        keep = kept_dims(sc, w)
-        lost = float(np.sort(sc)[:s.dim - w].sum())
-        werr = _column_error(nnet, s, keep)
-        notes = apply_width(nnet, s, keep, plan.stats, refit, bottlenecks)
+        keeps[s.name] = ranking.kept(w)
+        werr = _column_error(nnet, s, keeps[s.name])
+        notes = apply_width(nnet, s, keeps[s.name], plan.stats, opts.refit, bottlenecks)
+        oerr = float(np.sqrt(ranking.damage(w) / max(ranking.total, 1e-30)))
         reports.append(LayerReport(label, "prune", "width", f"{s.dim} units", s.params_before,
-                                   s.params_at(w), werr, float(np.sqrt(lost / max(total, 1e-30))),
-                                   s.dim, w, note="; ".join(notes)))
+                                   s.params_at(w), werr, oerr, s.dim, w, note="; ".join(notes)))
+    if keeps and opts.refit and opts.closed_loop and calibration is not None:
+        refit_closed_loop(nnet, original, [s for s in plan.spaces if s.name in keeps], keeps,
+                          calibration, getattr(opts, "progress", False))
     return reports
 
 
