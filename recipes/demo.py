@@ -300,7 +300,7 @@ def build_seconds(system: System, n: int) -> float:
         return 60 * system.options["max_minutes"] + 5
     if system.method == "svd":
         return 10 + 0.8 * n if system.options["data"] else 5
-    return {"prepared": 2, "kaldi-svd": 5, "prune": 5 + 0.5 * n, "compress": 20 + 2.4 * n,
+    return {"prepared": 2, "kaldi-svd": 5, "prune": 60 + 1.2 * n, "compress": 120 + 5 * n,
             "tt": 55, "pack": 20}[system.method]
 
 

@@ -9,9 +9,11 @@ from .shared import (add_calibration, add_compress_options, add_width_options, c
 HELP = "remove hidden units (structured width pruning)"
 DESCRIPTION = """\
 Remove hidden units of width spaces -- a layer's outputs with their
-ReLU/BatchNorm/dropout dims, or a whole TDNN-F residual stream -- chosen by their damage
-to the next layers' outputs on calibration audio; the next layers are refit by least
-squares. Same Kaldi component types, smaller dims. Give exactly one of --keep-fraction,
+ReLU/BatchNorm/dropout dims, or a whole TDNN-F residual stream -- greedily, the unit
+whose removal leaves the least damage to the next layers' outputs on calibration audio
+once the others are refit (Optimal Brain Surgeon); the next layers are refit by least
+squares, then (--closed-loop) again in network order on the pruned network's own
+inputs. Same Kaldi component types, smaller dims. Give exactly one of --keep-fraction,
 --param-ratio, --target-params."""
 
 
