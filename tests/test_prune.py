@@ -13,8 +13,8 @@ import pytest
 from kaldi_compress.compress.calibrate import load_calibration
 from kaldi_compress.compress.prune import (PruneOptions, consumer_statistics, prune_compress,
                                            select_spaces)
-from kaldi_compress.compress.prune_order import (RIDGE, diagonal_ranking, diagonal_scores,
-                                                 refit_ranking)
+from kaldi_compress.compress.lowrank import RIDGE
+from kaldi_compress.compress.prune_order import diagonal_ranking, diagonal_scores, refit_ranking
 from kaldi_compress.compress.units import weight
 from kaldi_compress.compress.widths import find_spaces
 from kaldi_compress.compute.fidelity import compare_outputs

@@ -86,23 +86,23 @@ class Calibration:
 
     def run(self, nnet: Nnet, observer=None) -> list[np.ndarray]:
         """The network's outputs; ``observer(node, layer_input, output)`` sees every step."""
-        from ..compute.chunking import ComputeOptions, SimpleComputer
-        computer = SimpleComputer(nnet, ComputeOptions(**vars(self.compute_options)))
-        computer.forward.observer = observer
+        computer = self._computer(nnet, observer)
         outs = []
         for i in range(0, len(self.utterances), 8):
             outs.extend(computer.compute_many(self.utterances[i:i + 8]))
         return outs
 
+    def _computer(self, nnet: Nnet, observer):
+        from ..compute.chunking import ComputeOptions, SimpleComputer
+        computer = SimpleComputer(nnet, ComputeOptions(**vars(self.compute_options)))
+        computer.forward.observer = observer
+        return computer
+
     def run_paired(self, first: Nnet, first_observer, second: Nnet, second_observer) -> None:
         """Both networks over the utterances, 8 at a time, ``first`` before ``second`` on
         each group: an observer of ``second`` may consume what ``first``'s recorded."""
-        from ..compute.chunking import ComputeOptions, SimpleComputer
-        computers = []
-        for nnet, observer in ((first, first_observer), (second, second_observer)):
-            computer = SimpleComputer(nnet, ComputeOptions(**vars(self.compute_options)))
-            computer.forward.observer = observer
-            computers.append(computer)
+        computers = [self._computer(first, first_observer),
+                     self._computer(second, second_observer)]
         for i in range(0, len(self.utterances), 8):
             for computer in computers:
                 computer.compute_many(self.utterances[i:i + 8])

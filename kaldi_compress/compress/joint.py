@@ -7,17 +7,19 @@ are not priced independently.  We choose in two steps, both under the same budge
 
 1. **widths**: every width space s offers widths w with predicted output damage
    g_s e_s(w) (:func:`.prune.space_gains`: measured gain, with the refit as it will
-   be applied, times the removed units' local damage) and every SVD unit u ranks k with g_u e_u(k)
-   (:func:`.svd.data_aware_table`), both in units of the network output's variance.
+   be applied, times the removed units' local damage) and every SVD unit u ranks k
+   with g_u e_u(k) (:func:`.svd.data_aware_table`), both in units of the network
+   output's variance.
    :func:`.budget.choose` minimises sum g e subject to
    P - sum_s (P_s - P_s(w_s)) - sum_u (P_u - P_u(k_u)) <= B, counting the savings of a
    width and of a rank as if they added up (pruning a bottleneck's inputs and
    lowering its rank both shrink it, so the true total is a little larger);
 2. **ranks**: the chosen widths are applied (least-squares refit on calibration
-   audio, closed loop: :func:`.prune.apply_widths`) and the rank methods then meet B exactly on the pruned network with fresh
-   statistics: data-aware SVD (:func:`.svd.svd_compress`, closed loop), or with
-   ``tt`` the TT budget (:func:`.tt_compress.tt_compress`, SVD allowed when ``svd``
-   is among the methods; its damage is weights-only).
+   audio, closed loop: :func:`.prune.apply_widths`) and the rank methods then meet B
+   exactly on the pruned network with fresh statistics: data-aware SVD
+   (:func:`.svd.svd_compress`, closed loop), or with ``tt`` the TT budget
+   (:func:`.tt_compress.tt_compress`, SVD allowed when ``svd`` is among the methods;
+   its damage is weights-only).
 
 With ``prune`` alone this is :func:`.prune.prune_compress` under the budget; without
 it, the rank method alone.
@@ -94,7 +96,7 @@ def _widths(nnet: Nnet, opts: JointOptions, budget: int) -> list[LayerReport]:
         - sum(u.params_before for u in units)
     chosen = choose(table, budget, fixed)
     widths = {s.name: o.rank for s, o in zip(plan.spaces, chosen)}
-    return apply_widths(nnet, plan, widths, opts, cal)
+    return apply_widths(nnet, plan, widths, opts, cal, opts.progress)
 
 
 def _ranks(nnet: Nnet, opts: JointOptions, budget: int) -> list[LayerReport]:

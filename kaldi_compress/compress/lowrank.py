@@ -98,6 +98,16 @@ def sqrt_and_inverse(c: np.ndarray, ridge: float = 1e-6) -> tuple[np.ndarray, np
     return (q * np.sqrt(lam)) @ q.T, (q / np.sqrt(lam)) @ q.T
 
 
+RIDGE = 1e-8    # relative ridge (times the mean variance) of every least-squares refit
+
+
+def regression(w: np.ndarray, cov: np.ndarray, cross: np.ndarray) -> np.ndarray:
+    """W Cov(t, x) Cov(x)^{-1}: the least-squares map from x to W t (``cross`` =
+    Cov(t, x)), with a ridge of RIDGE times the mean variance of x."""
+    n = len(cov)
+    return np.linalg.solve(cov + RIDGE * np.trace(cov) / max(n, 1) * np.eye(n), (w @ cross).T).T
+
+
 def least_squares_right(w: np.ndarray, p: np.ndarray,
                         second_moment: np.ndarray | None = None) -> np.ndarray:
     """B minimising ||D (W - B P) C^{1/2}||_F for fixed P with orthonormal rows and any

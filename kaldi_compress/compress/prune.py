@@ -43,7 +43,8 @@ from ..nnet3.components.base import match_glob
 from .budget import Option
 from .rewrite import with_weight
 from .spine import CompressOptions, LayerReport, nothing_matched, within_budget
-from .prune_order import RIDGE, Ranking, diagonal_ranking, diagonal_scores, refit_ranking
+from .lowrank import regression
+from .prune_order import Ranking, diagonal_ranking, diagonal_scores, refit_ranking
 from .units import Unit, batchnorm_scale_offset, bias, find_units, offsets, weight
 from .widths import Consumer, Space, find_spaces
 
@@ -211,9 +212,7 @@ def apply_width(nnet: Nnet, space: Space, keep: np.ndarray, stats: dict[str, Con
         st = stats[c.node]
         if refit:
             cov = st.covariance
-            ck = cov[np.ix_(cols_k, cols_k)]
-            ridge = RIDGE * np.trace(ck) / max(len(ck), 1)
-            new_w = np.linalg.solve(ck + ridge * np.eye(len(ck)), cov[cols_k] @ w.T).T
+            new_w = regression(w, cov[np.ix_(cols_k, cols_k)], cov[:, cols_k])
             shift = w @ st.mean - new_w @ st.mean[cols_k]
         else:
             new_w = w[:, cols_k]
@@ -251,9 +250,7 @@ def refit_closed_loop(nnet: Nnet, original: Nnet, spaces: list[Space],
         w = weight(original.components[original.node(name).component]).astype(np.float64)
         if name in rows:
             w = w[rows[name]]
-        cov = m.covariance()
-        ridge = RIDGE * np.trace(cov) / max(len(cov), 1)
-        new_w = np.linalg.solve(cov + ridge * np.eye(len(cov)), (w @ m.cross).T).T
+        new_w = regression(w, m.covariance(), m.cross)
         shift = w @ m.target_mean - new_w @ m.mean
         unit = bottlenecks.get(name)
         base = {n: original_bias(n) for n in unit.consumers} if unit is not None else None
@@ -339,11 +336,11 @@ def prune_compress(nnet: Nnet, opts: PruneOptions) -> list[LayerReport]:
         plan = plan_pruning(nnet, opts.components, opts.calibration, opts.refit,
                             min(width(s.dim) for s in spaces), opts.progress)
         widths = {s.name: width(s.dim) for s in plan.spaces}
-    return apply_widths(nnet, plan, widths, opts, opts.calibration)
+    return apply_widths(nnet, plan, widths, opts, opts.calibration, opts.progress)
 
 
 def apply_widths(nnet: Nnet, plan: PrunePlan, widths: dict[str, int], opts: WidthOptions,
-                 calibration=None) -> list[LayerReport]:
+                 calibration=None, progress: bool = False) -> list[LayerReport]:
     """Prune every space of ``plan`` to ``widths[space]`` in place (keeping the units its
     ranking removes last), then, with ``opts.refit`` and ``opts.closed_loop``, refit the
     consumers on ``calibration`` closed loop; one report row per space."""
@@ -365,7 +362,7 @@ def apply_widths(nnet: Nnet, plan: PrunePlan, widths: dict[str, int], opts: Widt
                                    s.params_at(w), werr, oerr, s.dim, w, note="; ".join(notes)))
     if keeps and opts.refit and opts.closed_loop and calibration is not None:
         refit_closed_loop(nnet, original, [s for s in plan.spaces if s.name in keeps], keeps,
-                          calibration, getattr(opts, "progress", False))
+                          calibration, progress)
     return reports
 
 

@@ -26,10 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..nnet3 import Nnet
+from .lowrank import RIDGE
 from .units import weight
 from .widths import Space
-
-RIDGE = 1e-8    # relative ridge (times the mean input variance) of every least-squares refit
 
 
 @dataclass

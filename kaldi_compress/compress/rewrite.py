@@ -21,7 +21,7 @@ from ..nnet3.components import (Component, FixedAffineComponent, LinearComponent
                                 NaturalGradientAffineComponent, TdnnComponent)
 from ..nnet3.descriptors import NodeRef
 from ..nnet3.graph import Node
-from .lowrank import Spectrum, least_squares_right, spectrum
+from .lowrank import Spectrum, least_squares_right, regression, spectrum
 from .units import Unit, bias, consumer_blocks, offsets, unit_matrix, weight
 
 
@@ -57,7 +57,7 @@ def fit_unit(nnet: Nnet, unit: Unit, stats=None) -> Fit:
     if stats.cross is not None:
         cross = stats.cross if unit.has_bias else \
             stats.cross + np.outer(stats.target_mean, stats.mean)
-        w = w @ np.linalg.solve(c + 1e-8 * np.trace(c) / len(c) * np.eye(len(c)), cross.T).T
+        w = regression(w, c, cross)
     center = target_center = None
     if unit.has_bias:
         center = stats.mean
@@ -172,7 +172,7 @@ def _tap_refit(w: np.ndarray, p: np.ndarray, taps, centred: bool) -> tuple[np.nd
     target = w
     if taps.cross is not None:
         cross = taps.cross if centred else taps.cross + np.outer(taps.target_mean, taps.mean)
-        target = w @ np.linalg.solve(s + 1e-8 * np.trace(s) / len(s) * np.eye(len(s)), cross.T).T
+        target = regression(w, s, cross)
     b = least_squares_right(target, q, s)
     z_o = taps.target_mean if taps.target_mean is not None else taps.mean
     return b, (w @ z_o - b @ (q @ taps.mean)) if centred else np.zeros(w.shape[0])
