@@ -10,11 +10,12 @@ import warnings
 
 from ..errors import KaldiCompressError
 from . import (compare, compress, compute, copy, fidelity, finetune, info, pack, prune, svd, tt,
-               wer)
+               wer, wer_bootci)
 
 COMMANDS = {"info": info, "copy": copy, "svd": svd, "tt": tt, "prune": prune,
             "compress": compress, "compute": compute,
-            "fidelity": fidelity, "finetune": finetune, "wer": wer, "compare": compare,
+            "fidelity": fidelity, "finetune": finetune, "wer": wer, "wer-bootci": wer_bootci,
+            "compare": compare,
             "pack": pack, "unpack": pack.UNPACK}
 
 
