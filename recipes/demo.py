@@ -584,6 +584,7 @@ def run(args) -> None:
         if sets.refs:
             s = score(sets.refs, dec["hyps"], unit="char", normalize=korean_normalize)
             row["cer"], row["cer_line"] = s.rate, s.format().splitlines()[0]
+            row["delta_cer_ci"] = delta_interval(sets.refs, base_hyps, dec["hyps"])
         agree = score(base_hyps, dec["hyps"], unit="char", normalize=korean_normalize)
         row["agreement_cer"] = agree.rate
         rows.append(row)
@@ -602,6 +603,18 @@ def run(args) -> None:
     if any(r["method"] == "pack" for r in rows):    # packs differ in bytes, not parameters
         plot(rows, bool(sets.refs), sets.scored_on, out / "cer_vs_size.png", x="bytes")
     print((out / "results.md").read_text())
+
+
+def delta_interval(refs: dict, base: dict, hyps: dict) -> list[float]:
+    """The 95% paired-bootstrap interval of CER(hyps) - CER(base), in points
+    (``kaldi-compress wer-bootci``'s last line): what the scored set's size allows."""
+    import numpy as np
+    from kaldi_compress.evaluate.bootstrap import difference_interval, utterance_errors
+    from kaldi_compress.evaluate.scoring import korean_normalize
+    errors, lengths = utterance_errors(refs, [base, hyps], "char", korean_normalize, "present")
+    _, lo, hi = difference_interval(errors[0], errors[1], lengths, 10000,
+                                    np.random.default_rng(0))
+    return [100 * lo, 100 * hi]
 
 
 def plot(rows: list[dict], with_cer: bool, scored_on: Path, png: Path,
@@ -631,20 +644,24 @@ def results_table(rows: list[dict], with_cer: bool, scored_on: Path) -> str:
     """Markdown: one row per system, ratios against the prepared model."""
     base = rows[0]
     head = ["system", "parameters", "ratio", "size (MB)", "tuned on"]
-    head += ["CER %", "ΔCER"] if with_cer else []
+    head += ["CER %", "ΔCER", "ΔCER 95% CI"] if with_cer else []
     head += ["agreement CER %", "RTF", "RTF ratio", "build (s)"]
     with_layers = any("layers" in r for r in rows)
     head += ["layers TT/SVD/kept"] if with_layers else []
     what = "CER against the transcripts" if with_cer else "agreement with the prepared model only"
+    ci = (" ΔCER 95% CI: paired bootstrap over the scored utterances (`kaldi-compress "
+          "wer-bootci`), the spread a set of this size leaves.") if with_cer else ""
     lines = [f"Scored on `{scored_on}` ({what}); decoded by Vosk. No system was tuned "
-             "(calibrated or fine-tuned) on the scored audio.", "",
+             f"(calibrated or fine-tuned) on the scored audio.{ci}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["name"], f"{r['num_parameters']:,}", f"{r['param_ratio']:.3f}",
                  f"{r['size_bytes'] / 1e6:.2f}",
                  ", ".join(Path(d).name for d in r["tuned_on"]) or "-"]
         if with_cer:
-            cells += [f"{r['cer']:.2f}", f"{r['cer'] - base['cer']:+.2f}"]
+            ci = r.get("delta_cer_ci") if r is not base else None
+            cells += [f"{r['cer']:.2f}", f"{r['cer'] - base['cer']:+.2f}",
+                      f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""]
         cells += [f"{r['agreement_cer']:.2f}", f"{r['rtf']:.3f}", f"{r['rtf'] / base['rtf']:.2f}",
                   f"{r['build_seconds']:.0f}"]
         if with_layers:

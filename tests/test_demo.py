@@ -150,7 +150,8 @@ def test_results_table_shows_tuned_on_and_scored_on():
              "build_seconds": 0},
             {"name": "compress-0.6", "num_parameters": 60, "param_ratio": 0.6,
              "size_bytes": 6e5, "tuned_on": ["/data/ko_wide_train"], "cer": 27.5,
-             "agreement_cer": 12.0, "rtf": 0.4, "build_seconds": 90}]
+             "agreement_cer": 12.0, "rtf": 0.4, "build_seconds": 90,
+             "delta_cer_ci": [-0.25, 3.5]}]
     table = demo.results_table(rows, True, Path("/data/ko_wide_dev"))
     lines = table.splitlines()
     assert "Scored on `/data/ko_wide_dev`" in lines[0]
@@ -160,6 +161,16 @@ def test_results_table_shows_tuned_on_and_scored_on():
     col = head.index("tuned on")
     assert [c[col] for c in cells] == ["-", "ko_wide_train"]
     assert cells[1][head.index("ΔCER")] == "+1.50"
+    assert [c[head.index("ΔCER 95% CI")] for c in cells] == ["", "[-0.25, +3.50]"]
+
+
+def test_delta_interval_is_paired():
+    refs = {f"u{i}": "가나다라마바사" for i in range(30)}
+    base = {u: "가나다라마바" for u in refs}             # one deletion each
+    assert demo.delta_interval(refs, base, dict(base)) == [0.0, 0.0]
+    worse = dict(base, u0="가")                          # five more errors in one utterance
+    lo, hi = demo.delta_interval(refs, base, worse)
+    assert 0.0 <= lo <= 100 * 5 / 210 <= hi
 
 
 def test_output_dir_keeps_its_sets_and_settings(tmp_path):
