@@ -4,6 +4,7 @@ residual, the closed loop starts where the open loop does and ends closer to the
 original, dimensions stay consistent, Vosk decodes the result."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -146,6 +147,23 @@ def test_closed_loop_starts_as_the_open_loop_and_ends_closer(prepared, calibrati
     assert np.abs(later[0] - later[1]).max() > 1e-3 * np.abs(later[0]).max()
     snr = {c: compare_outputs(base, calibration.run(n)).snr_db for c, n in nets.items()}
     assert snr[True] > snr[False]
+
+
+@pytest.mark.parametrize("closed", [False, True])
+def test_large_shrinkage_pulls_the_refit_to_the_plain_cut(prepared, calibration, closed):
+    """--shrinkage makes every refit a ridge towards the original map: far out, the
+    consumer keeps exactly the original columns of the units that stay."""
+    work = reread(prepared)
+    cal = dataclasses.replace(calibration, shrinkage=1e8)
+    prune_compress(work.nnet, PruneOptions("prefinal-chain.*", keep_fraction=600 / 768,
+                                           calibration=cal, closed_loop=closed))
+    rows = weight(prepared.nnet.components["prefinal-chain.affine"])
+    kept_rows = weight(work.nnet.components["prefinal-chain.affine"])
+    kept = [int(np.nonzero((rows == r).all(1))[0][0]) for r in kept_rows]
+    assert len(set(kept)) == 600
+    w = weight(prepared.nnet.components["prefinal-chain.linear"])[:, kept]
+    got = weight(work.nnet.components["prefinal-chain.linear"])
+    assert np.abs(got - w).max() <= 1e-4 * np.abs(w).max()
 
 
 def run_cli(*args):

@@ -50,16 +50,22 @@ class Moments:
     def covariance(self) -> np.ndarray:
         return self.moment - np.outer(self.mean, self.mean)
 
-    def shrunk(self, alpha: float) -> "Moments":
+    def shrunk(self, alpha: float, kept: np.ndarray | None = None) -> "Moments":
         """The moments of x + e, e ~ N(0, alpha * v I) independent of x, with v the mean
         variance tr(Cov(x)) / n: every fit on them becomes a ridge regression that
         trusts no input direction the calibration audio barely spans (alpha = 0: as is;
-        large alpha: towards the weights-only fit)."""
+        large alpha: towards the weights-only fit).  Closed loop, the original's x_o
+        gets the same e on the dimensions x has (x_o[kept], default all), so the
+        ridge pulls towards the original map rather than towards zero."""
         if not alpha:
             return self
         n = len(self.mean)
         extra = alpha * max(float(np.trace(self.covariance())) / max(n, 1), 0.0)
-        return replace(self, moment=self.moment + extra * np.eye(n))
+        cross = self.cross
+        if cross is not None:
+            cross = cross.copy()
+            cross[np.arange(n) if kept is None else kept, np.arange(n)] += extra
+        return replace(self, moment=self.moment + extra * np.eye(n), cross=cross)
 
 
 @dataclass

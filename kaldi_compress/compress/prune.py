@@ -18,6 +18,8 @@ network order, each on its inputs z_c in the pruned network (whose earlier layer
 are already cut and refit) against the original network's inputs z_o on the same
 frames: W' = W Cov(z_o, z_c) Cov(z_c)^{-1}, shift = W mu_o - W' mu_c, so that every
 layer also undoes the errors of the layers below it (as the data-aware SVD does).
+With ``--shrinkage`` every fit is a ridge regression (:meth:`.calibrate.Moments.shrunk`)
+pulled towards the plain cut, W' = W_{:,K}.
 
 Which units go (:mod:`.prune_order`): without refit, in order of each unit's own
 damage; with refit, greedily by the damage left after the others are refit (Optimal
@@ -113,7 +115,8 @@ def _consumer_rows(nnet: Nnet, spaces: list[Space]) -> dict[str, tuple[str, str]
 
 
 def consumer_statistics(nnet: Nnet, spaces: list[Space], calibration) -> dict[str, ConsumerStats]:
-    """Per consumer node: mean and covariance of its (spliced) input, output spreads."""
+    """Per consumer node: mean and covariance of its (spliced) input (plus the
+    calibration's shrinkage, :meth:`.calibrate.Moments.shrunk`), output spreads."""
     from .calibrate import MomentAccumulator
     wanted = _consumer_rows(nnet, spaces)
     acc = MomentAccumulator(wanted, set(wanted))
@@ -123,9 +126,8 @@ def consumer_statistics(nnet: Nnet, spaces: list[Space], calibration) -> dict[st
         if node not in acc.sums:
             raise KaldiCompressError(f"calibration never computed {node} (a branch 'output' "
                                      "does not use? prepare the model for test first)")
-        mean = acc.mean(node)
-        out[node] = ConsumerStats(acc.moment(node) - np.outer(mean, mean), mean,
-                                  acc.inverse_std(node))
+        m = acc.moments(node).shrunk(calibration.shrinkage)
+        out[node] = ConsumerStats(m.covariance(), m.mean, acc.inverse_std(node))
     return out
 
 
@@ -231,6 +233,13 @@ def refit_closed_loop(nnet: Nnet, original: Nnet, spaces: list[Space],
     from .calibrate import CrossAccumulator, Recorder
     wanted = _consumer_rows(original, spaces)
     rows = {p: keeps[s.name] for s in spaces for p in s.producers}   # a producer's kept rows
+    removed = {n: [] for n in wanted}       # a consumer's columns of removed units
+    for s in spaces:
+        gone = np.setdiff1d(np.arange(s.dim), keeps[s.name])
+        for c in s.consumers:
+            removed[c.node].append(_columns(c, gone))
+    kept_columns = {n: np.setdiff1d(np.arange(weight(original.components[
+        original.node(n).component]).shape[1]), np.concatenate(r)) for n, r in removed.items()}
 
     def original_bias(name: str) -> np.ndarray:
         b = bias(original.components[original.node(name).component]).astype(np.float64)
@@ -246,8 +255,8 @@ def refit_closed_loop(nnet: Nnet, original: Nnet, spaces: list[Space],
         recorder = Recorder({name: wanted[name]})    # the original's rows, a group at a time
         acc = CrossAccumulator({name: wanted[name]}, recorder.rows)
         calibration.run_paired(original, recorder, nnet, acc)
-        m = acc.moments(name)
         w = weight(original.components[original.node(name).component]).astype(np.float64)
+        m = acc.moments(name).shrunk(calibration.shrinkage, kept_columns[name])
         if name in rows:
             w = w[rows[name]]
         new_w = regression(w, m.covariance(), m.cross)
