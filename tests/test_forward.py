@@ -250,3 +250,27 @@ def test_unsupported_component_is_a_one_line_error():
     from kaldi_compress.nnet3.components import UnknownComponent
     with pytest.raises(KaldiCompressError, match="does not support FooComponent"):
         make_layer(UnknownComponent("FooComponent", b"", True))
+
+
+def test_stop_after_sees_the_same_values_and_computes_no_further(ko_nnet, ko_kaldi):
+    """``stop_after``: an observer gets exactly what a full pass shows it up to those
+    nodes, nothing after them, and no output is computed."""
+    feats, ivectors, _, _ = ko_kaldi
+    utts = [(feats[k], ivectors[k]) for k in sorted(feats)][:2]
+    runs = {}
+    for stop in (frozenset(), frozenset({"tdnnf3.linear", "tdnnf2.linear"})):
+        c = SimpleComputer(ko_nnet, ComputeOptions(frame_subsampling_factor=3,
+                                                   online_ivector_period=10))
+        seen = []
+        c.forward.observer = lambda node, x_in, x, index: seen.append((node, x.clone()))
+        c.forward.stop_after = stop
+        runs[stop] = seen
+        c.compute_many(utts)
+    full, short = runs.values()
+    nodes = [n for n, _ in short]
+    assert nodes[-1] == "tdnnf3.linear" and "tdnnf3.affine" not in nodes
+    assert "output" in [n for n, _ in full]
+    kept = [(n, x) for n, x in full if n in set(nodes)]
+    assert len(kept) == len(short)
+    for (n1, x1), (n2, x2) in zip(kept, short):
+        assert n1 == n2 and torch.equal(x1, x2)

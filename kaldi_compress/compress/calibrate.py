@@ -28,6 +28,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -90,25 +91,31 @@ class Calibration:
     compute_options: object = field(repr=False)   # compute.chunking.ComputeOptions
     shrinkage: float = 0.0
 
-    def run(self, nnet: Nnet, observer=None) -> list[np.ndarray]:
-        """The network's outputs; ``observer(node, layer_input, output)`` sees every step."""
-        computer = self._computer(nnet, observer)
+    def run(self, nnet: Nnet, observer=None, until: Iterable[str] = ()) -> list[np.ndarray]:
+        """The network's outputs; ``observer(node, layer_input, output)`` sees every step
+        (with ``until``, computing stops once those nodes are computed: the outputs are
+        then undefined)."""
+        computer = self._computer(nnet, observer, until)
         outs = []
         for i in range(0, len(self.utterances), 8):
             outs.extend(computer.compute_many(self.utterances[i:i + 8]))
         return outs
 
-    def _computer(self, nnet: Nnet, observer):
+    def _computer(self, nnet: Nnet, observer, until: Iterable[str] = ()):
         from ..compute.chunking import ComputeOptions, SimpleComputer
         computer = SimpleComputer(nnet, ComputeOptions(**vars(self.compute_options)))
         computer.forward.observer = observer
+        computer.forward.stop_after = frozenset(until)
         return computer
 
-    def run_paired(self, first: Nnet, first_observer, second: Nnet, second_observer) -> None:
+    def run_paired(self, first: Nnet, first_observer, second: Nnet, second_observer,
+                   until: Iterable[str] = ()) -> None:
         """Both networks over the utterances, 8 at a time, ``first`` before ``second`` on
-        each group: an observer of ``second`` may consume what ``first``'s recorded."""
-        computers = [self._computer(first, first_observer),
-                     self._computer(second, second_observer)]
+        each group: an observer of ``second`` may consume what ``first``'s recorded.
+        ``until``: nodes after which neither observer needs anything (computing stops
+        once they are computed)."""
+        computers = [self._computer(first, first_observer, until),
+                     self._computer(second, second_observer, until)]
         for i in range(0, len(self.utterances), 8):
             for computer in computers:
                 computer.compute_many(self.utterances[i:i + 8])
@@ -325,7 +332,7 @@ def closed_loop_stats(nnet: Nnet, calibration: Calibration, unit: Unit, recorder
     wanted = {k: v for k, v in recorder.wanted.items()
               if k == unit.node or (k.startswith(TAPS) and k[len(TAPS):] in unit.consumers)}
     acc = CrossAccumulator(wanted, recorder.rows)
-    calibration.run(nnet, acc)
+    calibration.run(nnet, acc, until={node for node, _ in wanted.values()})
     main = acc.moments(unit.node)
     taps = {k[len(TAPS):]: acc.moments(k) for k in wanted if k != unit.node}
     return UnitStats(main.moment, main.mean, main.cross, main.target_mean,

@@ -254,7 +254,7 @@ def refit_closed_loop(nnet: Nnet, original: Nnet, spaces: list[Space],
     for name in nodes:
         recorder = Recorder({name: wanted[name]})    # the original's rows, a group at a time
         acc = CrossAccumulator({name: wanted[name]}, recorder.rows)
-        calibration.run_paired(original, recorder, nnet, acc)
+        calibration.run_paired(original, recorder, nnet, acc, until={name})
         w = weight(original.components[original.node(name).component]).astype(np.float64)
         m = acc.moments(name).shrunk(calibration.shrinkage, kept_columns[name])
         if name in rows:

@@ -140,7 +140,8 @@ class SimpleComputer:
 
     def compute_many(self, utterances: list[tuple[np.ndarray, np.ndarray | None]]
                      ) -> list[np.ndarray]:
-        """Outputs of several utterances; same-shaped chunks of all of them are batched."""
+        """Outputs of several utterances; same-shaped chunks of all of them are batched
+        (undefined where ``forward.stop_after`` stopped the computation)."""
         s = self.opts.frame_subsampling_factor
         checked = [self._check(f, i) for f, i in utterances]
         outs = [np.empty((-(-len(f) // s), self.forward.output_dim), dtype=np.float32)
@@ -183,13 +184,15 @@ class SimpleComputer:
                         index = torch.from_numpy((rows[:, None] + times[None, :]).ravel())
                         given = pre.index_select(0, index).view(len(batch), len(times), -1)
                         given += prefix.chunk_bias(ivec)[:, None, :]
-                        y = self.forward(None, ivec, geom, {prefix.node: given}).numpy()
+                        y = self.forward(None, ivec, geom, {prefix.node: given})
                     else:
                         x = torch.from_numpy(np.stack([checked[u][0][np.clip(
                             np.arange(geom.num_inputs) + c.first_output - c.left,
                             0, len(checked[u][0]) - 1)] for u, c in batch]))
-                        y = self.forward(x, ivec, geom).numpy()
-                    for (u, c), rows in zip(batch, y):
+                        y = self.forward(x, ivec, geom)
+                    if y is None:          # stopped early: the outputs stay undefined
+                        continue
+                    for (u, c), rows in zip(batch, y.numpy()):
                         first = c.first_output // s
                         outs[u][first:first + c.num_outputs] = rows[:c.num_outputs]
         return outs

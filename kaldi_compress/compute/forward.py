@@ -73,6 +73,9 @@ class NnetForward(torch.nn.Module):
         # Called as observer(node, layer input, node output, step index) after every
         # step, e.g. to collect activation statistics; None for plain evaluation.
         self.observer = None
+        # Node names: stop once they are computed (for an observer that needs no more);
+        # forward then returns None.
+        self.stop_after: frozenset[str] = frozenset()
 
     def plan(self, geometry: Geometry, given: frozenset[str] = frozenset()) -> Plan:
         """The (cached) plan of a chunk geometry, when the nodes ``given`` are supplied."""
@@ -86,7 +89,8 @@ class NnetForward(torch.nn.Module):
     def forward(self, feats: torch.Tensor | None, ivectors: torch.Tensor | None,
                 geometry: Geometry, given: dict[str, torch.Tensor] | None = None
                 ) -> torch.Tensor:
-        """Outputs (B, num_outputs, output_dim) of a batch of chunks of one geometry.
+        """Outputs (B, num_outputs, output_dim) of a batch of chunks of one geometry
+        (None once the nodes ``stop_after`` are computed, if the plan computes them).
 
         ``given`` supplies node values, (B, len(plan.times[node]), dim), which are then
         not computed (and may be overwritten); ``feats`` may be None when no remaining
@@ -116,7 +120,9 @@ class NnetForward(torch.nn.Module):
             values[name] = torch.zeros(batch, num, dim)
         # without autograd or an observer, a layer may overwrite an input nobody else reads
         reuse = self.observer is None and not torch.is_grad_enabled()
-        for step, free in zip(plan.steps, plan.free_after):
+        last = max((i for i, st in enumerate(plan.steps) if st.node in self.stop_after),
+                   default=None)
+        for i, (step, free) in enumerate(zip(plan.steps, plan.free_after)):
             x, owned = self._eval_parts(step.parts, values, batch, free if reuse else ())
             x_in = x
             if step.layer_id is not None:
@@ -127,6 +133,8 @@ class NnetForward(torch.nn.Module):
                     x = layer(x, step.index)
             if self.observer is not None:
                 self.observer(step.node, x_in, x, step.index)
+            if i == last:
+                return None
             if step.rows is None:
                 values[step.node] = x
             else:
