@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from kaldi_compress.evaluate.bootstrap import (bootstrap_interval, difference_in
 from kaldi_compress.evaluate.scoring import korean_normalize
 from kaldi_compress.io.tables import read_transcripts
 
-KALDI_COMPRESS = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "kaldi-compress"
+KALDI_COMPRESS = [sys.executable, "-m", "kaldi_compress"]
 NUM = r"-?\d+\.\d\d"
 SIGNED = r"[+-]\d+\.\d\d"
 
@@ -256,10 +257,10 @@ def test_command_reads_one_input_from_stdin(files, monkeypatch, capsys):
 
 def test_installed_command_exit_status(files):
     ref, hyp, _ = files
-    proc = subprocess.run([KALDI_COMPRESS, "wer-bootci", "--mode=present", ref, hyp],
+    proc = subprocess.run([*KALDI_COMPRESS, "wer-bootci", "--mode=present", ref, hyp],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and re.fullmatch(interval_re("Set1") + "\n", proc.stdout)
-    proc = subprocess.run([KALDI_COMPRESS, "wer-bootci", ref, hyp], capture_output=True, text=True)
+    proc = subprocess.run([*KALDI_COMPRESS, "wer-bootci", ref, hyp], capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "no hypothesis" in proc.stderr
 
