@@ -150,3 +150,14 @@ def finish(args, model: Model, before: int, reports) -> None:
     if args.report and reports is not None:
         write_output(args.report, [json.dumps(report_dict(before, after, reports),
                                               indent=1).encode()])
+
+
+def add_scoring_options(p, kaldi_bool) -> None:
+    """``--cer`` and ``--normalize``, for the commands that score text (wer, wer-bootci)."""
+    from ..evaluate.scoring import NORMALIZERS
+    p.add_argument("--cer", type=kaldi_bool, default=False, metavar="BOOL",
+                   help="score characters with spaces removed (%%CER), the Korean convention")
+    p.add_argument("--normalize", choices=sorted(NORMALIZERS), default="none",
+                   help="text normalisation applied to references and hypotheses (default "
+                   "none); korean: drop punctuation and annotation brackets, noise tokens, "
+                   "lowercase")

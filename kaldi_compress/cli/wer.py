@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..errors import KaldiCompressError
 from ..evaluate.scoring import NORMALIZERS, score
 from ..io.tables import read_transcripts
+from .shared import add_scoring_options
 
 
 def add_parser(sub, kaldi_bool) -> None:
@@ -15,11 +16,7 @@ def add_parser(sub, kaldi_bool) -> None:
                        description="Score hypotheses against references, both Kaldi text "
                        "files ('utt-id words...'), and print what compute-wer "
                        "--mode=present prints.")
-    p.add_argument("--cer", type=kaldi_bool, default=False, metavar="BOOL",
-                   help="score characters with spaces removed (%%CER), the Korean convention")
-    p.add_argument("--normalize", choices=sorted(NORMALIZERS), default="none",
-                   help="text normalisation applied to both sides (default none); korean: "
-                   "drop punctuation and annotation brackets, noise tokens, lowercase")
+    add_scoring_options(p, kaldi_bool)
     p.add_argument("ref", help="reference text file (- for stdin)")
     p.add_argument("hyp", help="hypothesis text file (- for stdin)")
 

@@ -13,6 +13,7 @@ from ..evaluate.bootstrap import (MODES, bootstrap_interval, difference_interval
                                   improvement_probability, utterance_errors)
 from ..evaluate.scoring import NORMALIZERS
 from ..io.tables import read_transcripts
+from .shared import add_scoring_options
 
 
 def add_parser(sub, kaldi_bool) -> None:
@@ -22,11 +23,7 @@ def add_parser(sub, kaldi_bool) -> None:
                        "probability that set 2 improves on set 1, as compute-wer-bootci "
                        "prints them; with HYP2 also the paired difference set 2 - set 1 and "
                        "its 95% percentile interval.")
-    p.add_argument("--cer", type=kaldi_bool, default=False, metavar="BOOL",
-                   help="score characters with spaces removed (%%CER), the Korean convention")
-    p.add_argument("--normalize", choices=sorted(NORMALIZERS), default="none",
-                   help="text normalisation applied to all sides (default none); korean: "
-                   "drop punctuation and annotation brackets, noise tokens, lowercase")
+    add_scoring_options(p, kaldi_bool)
     p.add_argument("--mode", choices=MODES, default="strict",
                    help="references without a hypothesis (in either set): present skips "
                    "them, all scores them as empty, strict (default) is an error")

@@ -238,8 +238,6 @@ def refit_closed_loop(nnet: Nnet, original: Nnet, spaces: list[Space],
         gone = np.setdiff1d(np.arange(s.dim), keeps[s.name])
         for c in s.consumers:
             removed[c.node].append(_columns(c, gone))
-    kept_columns = {n: np.setdiff1d(np.arange(weight(original.components[
-        original.node(n).component]).shape[1]), np.concatenate(r)) for n, r in removed.items()}
 
     def original_bias(name: str) -> np.ndarray:
         b = bias(original.components[original.node(name).component]).astype(np.float64)
@@ -256,7 +254,8 @@ def refit_closed_loop(nnet: Nnet, original: Nnet, spaces: list[Space],
         acc = CrossAccumulator({name: wanted[name]}, recorder.rows)
         calibration.run_paired(original, recorder, nnet, acc, until={name})
         w = weight(original.components[original.node(name).component]).astype(np.float64)
-        m = acc.moments(name).shrunk(calibration.shrinkage, kept_columns[name])
+        kept_columns = np.setdiff1d(np.arange(w.shape[1]), np.concatenate(removed[name]))
+        m = acc.moments(name).shrunk(calibration.shrinkage, kept_columns)
         if name in rows:
             w = w[rows[name]]
         new_w = regression(w, m.covariance(), m.cross)

@@ -121,7 +121,7 @@ class NnetForward(torch.nn.Module):
         # without autograd or an observer, a layer may overwrite an input nobody else reads
         reuse = self.observer is None and not torch.is_grad_enabled()
         last = max((i for i, st in enumerate(plan.steps) if st.node in self.stop_after),
-                   default=None)
+                   default=None) if self.stop_after else None
         for i, (step, free) in enumerate(zip(plan.steps, plan.free_after)):
             x, owned = self._eval_parts(step.parts, values, batch, free if reuse else ())
             x_in = x
