@@ -216,3 +216,29 @@ def test_data_aware_leaves_a_branch_output_does_not_use(ko_mdl, ko_model_dir, ko
     for name in ("prefinal-xent.linear", "prefinal-xent.affine", "prefinal-l"):
         assert after.components[name].linear_params.tobytes() == \
             before.components[name].linear_params.tobytes()
+
+
+def test_closed_loop_statistics_of_an_unchanged_network_are_the_open_loop_ones(
+        prepared, ko_model_dir, ko_wide_train):
+    """Nothing compressed yet: x = x_o on every frame, so Cov(x_o, x) = Cov(x), E[x_o] = E[x],
+    and the paired run (original and copy side by side, 8 utterances at a time) sees the
+    same moments as the plain one, for a layer's input and a bottleneck's taps."""
+    from kaldi_compress.compress.calibrate import (closed_loop_stats, load_calibration,
+                                                   unit_statistics)
+    cal = load_calibration(ko_model_dir, [ko_wide_train], max_utts=9)
+    stats = unit_statistics(prepared.nnet, cal)
+    units = {u.name: u for u in find_units(prepared.nnet)}
+    work, taps_seen = reread(prepared), 0
+    for name in ("tdnn1.affine", "tdnnf6.linear", "prefinal-chain.linear"):
+        u = units[name]
+        open_loop = stats[u.node]
+        closed = closed_loop_stats(work.nnet, prepared.nnet, cal, u, open_loop)
+        np.testing.assert_allclose(closed.moment, open_loop.moment, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(closed.cross, open_loop.covariance(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(closed.target_mean, closed.mean, rtol=1e-6, atol=1e-8)
+        for c, taps in closed.taps.items():
+            taps_seen += 1
+            np.testing.assert_allclose(taps.cross, taps.covariance(), rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(taps.moment, open_loop.taps[c].moment, rtol=1e-5,
+                                       atol=1e-7)
+    assert taps_seen >= 1

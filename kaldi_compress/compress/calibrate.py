@@ -120,7 +120,6 @@ class Calibration:
             for computer in computers:
                 computer.compute_many(self.utterances[i:i + 8])
 
-
     def halves(self) -> tuple["Calibration", "Calibration"]:
         """The even and the odd utterances: one half to fit on, the other to measure on."""
         return (replace(self, utterances=self.utterances[0::2]),
@@ -319,20 +318,24 @@ class CrossAccumulator:
         return Moments((xx / n).numpy(), mean, (ox / n).numpy() - np.outer(target, mean), target)
 
 
-def record_original(nnet: Nnet, calibration: Calibration, units: list[Unit]) -> Recorder:
-    rec = Recorder(wanted_rows(nnet, units))
-    calibration.run(nnet, rec)
-    return rec
+def paired_cross(nnet: Nnet, original: Nnet, calibration: Calibration,
+                 wanted: dict[str, tuple[str, str]]) -> CrossAccumulator:
+    """The ``wanted`` rows (:func:`wanted_rows`) of ``nnet`` against ``original``'s on the
+    same frames.  Both networks run side by side, 8 utterances at a time, each stopping
+    once the wanted nodes are computed: memory holds one group's rows, whatever the audio."""
+    recorder = Recorder(wanted)
+    acc = CrossAccumulator(wanted, recorder.rows)
+    calibration.run_paired(original, recorder, nnet, acc,
+                           until={node for node, _ in wanted.values()})
+    return acc
 
 
-def closed_loop_stats(nnet: Nnet, calibration: Calibration, unit: Unit, recorder: Recorder,
+def closed_loop_stats(nnet: Nnet, original: Nnet, calibration: Calibration, unit: Unit,
                       open_loop: UnitStats) -> UnitStats:
     """Statistics of ``unit``'s input (and taps) in the (partly compressed) ``nnet``
-    against the original network's, recorded by :func:`record_original` on the same data."""
-    wanted = {k: v for k, v in recorder.wanted.items()
-              if k == unit.node or (k.startswith(TAPS) and k[len(TAPS):] in unit.consumers)}
-    acc = CrossAccumulator(wanted, recorder.rows)
-    calibration.run(nnet, acc, until={node for node, _ in wanted.values()})
+    against ``original``'s (:func:`paired_cross`)."""
+    wanted = wanted_rows(original, [unit])
+    acc = paired_cross(nnet, original, calibration, wanted)
     main = acc.moments(unit.node)
     taps = {k[len(TAPS):]: acc.moments(k) for k in wanted if k != unit.node}
     return UnitStats(main.moment, main.mean, main.cross, main.target_mean,

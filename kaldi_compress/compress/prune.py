@@ -230,7 +230,7 @@ def refit_closed_loop(nnet: Nnet, original: Nnet, spaces: list[Space],
                       progress: bool = False) -> None:
     """Refit every consumer of the pruned ``spaces`` again, in network order, on its
     inputs in ``nnet`` (already cut) against ``original``'s (module docstring)."""
-    from .calibrate import CrossAccumulator, Recorder
+    from .calibrate import paired_cross
     wanted = _consumer_rows(original, spaces)
     rows = {p: keeps[s.name] for s in spaces for p in s.producers}   # a producer's kept rows
     removed = {n: [] for n in wanted}       # a consumer's columns of removed units
@@ -250,9 +250,7 @@ def refit_closed_loop(nnet: Nnet, original: Nnet, spaces: list[Space],
         from tqdm import tqdm
         nodes = tqdm(nodes, desc="closed loop", unit="layer", file=sys.stderr, leave=False)
     for name in nodes:
-        recorder = Recorder({name: wanted[name]})    # the original's rows, a group at a time
-        acc = CrossAccumulator({name: wanted[name]}, recorder.rows)
-        calibration.run_paired(original, recorder, nnet, acc, until={name})
+        acc = paired_cross(nnet, original, calibration, {name: wanted[name]})
         w = weight(original.components[original.node(name).component]).astype(np.float64)
         kept_columns = np.setdiff1d(np.arange(w.shape[1]), np.concatenate(removed[name]))
         m = acc.moments(name).shrunk(calibration.shrinkage, kept_columns)

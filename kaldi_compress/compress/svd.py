@@ -60,15 +60,15 @@ def svd_compress(nnet: Nnet, opts: SvdOptions) -> list[LayerReport]:
     """Compress ``nnet`` in place; returns a report row per eligible unit."""
     opts.check()
     units = select_units(nnet, opts.components)
-    stats, recorder, weights = {}, None, dict(opts.weights)
+    stats, original, weights = {}, None, dict(opts.weights)
     cal = opts.calibration
     if cal is not None:  # data-aware: needs the torch forward pass (imported only then)
-        from .calibrate import closed_loop_stats, record_original, unit_statistics
+        from .calibrate import closed_loop_stats, unit_statistics
         from .sensitivity import output_gains
         stats = unit_statistics(nnet, cal)
         units = reached_units(units, stats)
         if opts.closed_loop:
-            recorder = record_original(nnet, cal, [u for u in units if u.node in stats])
+            original = nnet.copy()
     shapes = {u.name: unit_shape(nnet, u) for u in units}
     fits = {u.name: fit_unit(nnet, u, stats.get(u.node)) for u in units}
     if cal is not None and opts.budget and opts.measure_gains and not weights:
@@ -79,8 +79,8 @@ def svd_compress(nnet: Nnet, opts: SvdOptions) -> list[LayerReport]:
         k, fit = ranks[u.name], fits[u.name]
         after = u.params_at(k) if k < u.full_rank else u.params_before
         st = stats.get(u.node)
-        if recorder is not None and st is not None and changed and u.kind is not UnitKind.TDNN:
-            st = closed_loop_stats(nnet, cal, u, recorder, st)
+        if original is not None and st is not None and changed and u.kind is not UnitKind.TDNN:
+            st = closed_loop_stats(nnet, original, cal, u, st)
             if k >= u.full_rank:   # kept, but refitted to undo the errors below it
                 refit_in_place(nnet, u, st)
             else:
