@@ -542,7 +542,6 @@ def main() -> None:
 
 
 def run(args) -> None:
-    from kaldi_compress.evaluate.scoring import korean_normalize, score
     out = Path(args.out)
     models, decodes = out / "models", out / "decode"
     models.mkdir(parents=True, exist_ok=True)
@@ -577,21 +576,14 @@ def run(args) -> None:
         bar.finish()
         if system.name == "prepared":
             base_hyps = dec["hyps"]
-        row = dict(info, rtf=dec["rtf"])
-        student = infos.get(system.options.get("student"), {})
-        if "layers" in student:
-            row["layers"] = student["layers"]       # fine-tuning keeps the structure
-        if sets.refs:
-            s = score(sets.refs, dec["hyps"], unit="char", normalize=korean_normalize)
-            row["cer"], row["cer_line"] = s.rate, s.format().splitlines()[0]
-            row["delta_cer_ci"] = delta_interval(sets.refs, base_hyps, dec["hyps"])
-        agree = score(base_hyps, dec["hyps"], unit="char", normalize=korean_normalize)
-        row["agreement_cer"] = agree.rate
+        row = result_row(system, info, dec, student_info(system, infos, models), sets.refs,
+                         base_hyps)
         rows.append(row)
         say(f"demo: {system.name}: {row['num_parameters']} parameters"
             + (f", CER {row['cer']:.2f}" if sets.refs else "")
             + f", agreement CER {row['agreement_cer']:.2f}, RTF {row['rtf']:.3f}")
     bar.close()
+    rows = with_earlier_rows(rows, default_systems(args.full), models, decodes, sets, base_hyps)
     base = rows[0]
     for r in rows:
         r["param_ratio"] = r["num_parameters"] / base["num_parameters"]
@@ -603,6 +595,53 @@ def run(args) -> None:
     if any(r["method"] == "pack" for r in rows):    # packs differ in bytes, not parameters
         plot(rows, bool(sets.refs), sets.scored_on, out / "cer_vs_size.png", x="bytes")
     print((out / "results.md").read_text())
+
+
+def student_info(system: System, infos: dict, models: Path) -> dict:
+    """The build record of a fine-tuned or packed system's student ({} if none)."""
+    name = system.options.get("student")
+    if not name:
+        return {}
+    if name not in infos and (models / f"{name}.json").exists():
+        infos[name] = json.loads((models / f"{name}.json").read_text())
+    return infos.get(name, {})
+
+
+def result_row(system: System, info: dict, dec: dict, student: dict, refs: dict | None,
+               base_hyps: dict) -> dict:
+    """One system's row: its build record, RTF, CER (and the interval of its difference
+    from the baseline) and agreement with the baseline's hypotheses."""
+    from kaldi_compress.evaluate.scoring import korean_normalize, score
+    row = dict(info, rtf=dec["rtf"])
+    if "layers" in student:
+        row["layers"] = student["layers"]       # fine-tuning keeps the structure
+    if refs:
+        s = score(refs, dec["hyps"], unit="char", normalize=korean_normalize)
+        row["cer"], row["cer_line"] = s.rate, s.format().splitlines()[0]
+        row["delta_cer_ci"] = delta_interval(refs, base_hyps, dec["hyps"])
+    agree = score(base_hyps, dec["hyps"], unit="char", normalize=korean_normalize)
+    row["agreement_cer"] = agree.rate
+    return row
+
+
+def with_earlier_rows(rows: list[dict], run: list[System], models: Path, decodes: Path,
+                      sets: "DataSets", base_hyps: dict) -> list[dict]:
+    """``rows`` and those of the run's other systems already built and decoded in this
+    output directory (an earlier ``--systems`` subset), in the run's order: a curve built
+    in pieces is reported whole."""
+    done = {r["name"]: r for r in rows}
+    out, infos = [], {}
+    for system in run:
+        if system.name in done:
+            out.append(done[system.name])
+            continue
+        info_path, dec_path = models / f"{system.name}.json", decodes / f"{system.name}.json"
+        if not (system.decode and info_path.exists() and dec_path.exists()):
+            continue
+        out.append(result_row(system, json.loads(info_path.read_text()),
+                              json.loads(dec_path.read_text()),
+                              student_info(system, infos, models), sets.refs, base_hyps))
+    return out
 
 
 def delta_interval(refs: dict, base: dict, hyps: dict) -> list[float]:

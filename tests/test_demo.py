@@ -186,3 +186,38 @@ def test_output_dir_keeps_its_sets_and_settings(tmp_path):
         demo.check_same_sets(out, demo.data_sets(args(data=str(other)), out), settings)
     with pytest.raises(SystemExit):          # the models were calibrated on 20 utterances
         demo.check_same_sets(out, sets, {**settings, "calibration_utts": 120})
+
+
+def test_results_include_systems_of_earlier_invocations(tmp_path):
+    """A curve run in pieces (--systems subsets) is reported whole, in the run's order:
+    systems built and decoded earlier in OUT join this invocation's rows; a system only
+    built (a student) or not run at all does not."""
+    data = speech_dir(tmp_path / "speech", 10)
+    sets = demo.data_sets(args(data=str(data)), tmp_path / "out")
+    refs = sets.refs
+    models, decodes = tmp_path / "models", tmp_path / "decode"
+    models.mkdir()
+    decodes.mkdir()
+    base_hyps = dict(refs)
+    worse = {u: t[:-1] for u, t in refs.items()}     # one deletion per utterance
+
+    def earlier(name: str, hyps: dict | None, layers: dict | None = None) -> None:
+        info = {"name": name, "num_parameters": 50, "size_bytes": 1e5, "tuned_on": [],
+                "build_seconds": 1, **({"layers": layers} if layers else {})}
+        (models / f"{name}.json").write_text(json.dumps(info))
+        if hyps is not None:
+            (decodes / f"{name}.json").write_text(json.dumps({"hyps": hyps, "rtf": 0.5}))
+
+    earlier("prune-0.8", worse)
+    earlier("compress-0.5", None, layers={"tt": 0, "svd": 3, "kept": 1})    # built only
+    earlier("compress-0.5-finetuned", base_hyps)
+    run = demo.default_systems()
+    now = [{"name": "prepared", "num_parameters": 100}, {"name": "tt-0.75", "num_parameters": 70}]
+    rows = demo.with_earlier_rows(now, run, models, decodes, sets, base_hyps)
+    assert [r["name"] for r in rows] == ["prepared", "prune-0.8", "compress-0.5-finetuned",
+                                         "tt-0.75"]
+    assert rows[0] is now[0] and rows[-1] is now[1]
+    prune = rows[1]
+    assert prune["agreement_cer"] > 0 and prune["cer"] == prune["agreement_cer"]
+    assert prune["delta_cer_ci"][0] > 0
+    assert rows[2]["cer"] == 0 and rows[2]["layers"] == {"tt": 0, "svd": 3, "kept": 1}
