@@ -427,10 +427,15 @@ def build(system: System, models: Path, sets: DataSets, cals: Calibrations,
                           train=dataclasses.replace(default_train_options(), **opts),
                           resume=Path(f"{out}.ckpt").exists(), progress=inner)
         try:
-            finetune(job)
+            result = finetune(job)
         except KaldiCompressError as e:
             sys.exit(f"demo: fine-tuning {system.name} failed: {e}")
         model = read_model(str(out))
+        extra["training"] = {
+            "epochs": [dataclasses.asdict(e) for e in
+                       ([result.start] if result.start else []) + result.epochs],
+            "kept_epoch": result.kept_epoch, "steps": result.steps,
+            "minutes": round(result.minutes, 2)}
         extra["finetune_utts"] = len(wav_paths([sets.finetune]))
         extra["valid_utts"] = len(wav_paths([sets.valid]))
     elif system.method == "pack":

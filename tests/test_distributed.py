@@ -155,7 +155,12 @@ def test_rank_0_alone_writes_and_resume_under_two_processes_is_exact(
     one = tmp_path / "one.raw"
     job = FinetuneJob(*common[:2], str(one), **data_args(nets), device="cpu",
                       train=TrainOptions(**OPTS, batch_size=4), shuffle_buffer=shuffle_buffer)
-    finetune(job)
+    result = finetune(job)
+    assert [e.epoch for e in result.epochs] == [1, 2, 3] and result.kept_epoch is None
+    assert (result.start is None) == (shuffle_buffer == 4)     # a streamed table: not measured
+    if result.start is not None:
+        assert result.start.epoch == 0 and result.start.valid_loss is None
+        assert result.epochs[-1].loss < result.start.loss
 
     two = tmp_path / "two.raw"
     ranks = spawn("job_scenario", *common, str(two), 2, shuffle_buffer, tmp_path=tmp_path)

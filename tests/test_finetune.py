@@ -22,6 +22,7 @@ from kaldi_compress.finetune import (Corpus, LossOptions, Trainer, TrainOptions,
                                      make_chunks, network_outputs, table_corpus,
                                      trainable_parameters, wav_corpus)
 from kaldi_compress.finetune.loss import frame_kl, frame_mse
+from kaldi_compress.finetune.train import EpochStats
 from kaldi_compress.nnet3 import read_model, write_model
 from kaldi_compress.nnet3.edit import prepare_for_test
 
@@ -276,6 +277,19 @@ def test_resume_with_validation_continues_the_same_run(teacher_file, corpus, stu
         assert torch.equal(p, full.params[name]), name
     with pytest.raises(KaldiCompressError, match="other data"):
         Trainer(NnetForward(student.nnet), train, TrainOptions(**OPTS)).load(ckpt)
+
+
+def test_checkpoint_keeps_the_losses_before_training(teacher_file, corpus, student_file,
+                                                      tmp_path):
+    student, train, valid = split(teacher_file, corpus, student_file)
+    trainer = Trainer(NnetForward(student.nnet), train, TrainOptions(**OPTS), valid)
+    trainer.start = EpochStats(0, trainer.evaluate(train), 0.0, trainer.validate(0))
+    ckpt = str(tmp_path / "run.ckpt")
+    trainer.save(ckpt)
+    student, _, _ = split(teacher_file, corpus, student_file)
+    again = Trainer(NnetForward(student.nnet), train, TrainOptions(**OPTS), valid)
+    again.load(ckpt)
+    assert again.start == trainer.start and again.best.epoch == 0
 
 
 def test_checkpoint_refuses_other_runs(teacher_file, corpus, student_file, tmp_path):

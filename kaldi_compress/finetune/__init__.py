@@ -8,7 +8,8 @@ does not load torch.
 from importlib import import_module
 
 _WHERE = {
-    "FinetuneJob": "distill", "finetune": "distill", "default_train_options": "distill",
+    "FinetuneJob": "distill", "FinetuneResult": "distill", "finetune": "distill",
+    "default_train_options": "distill",
     "LossOptions": "options", "TrainOptions": "options",
     "ChunkSet": "chunks", "Chunker": "chunks", "make_chunks": "chunks",
     "network_outputs": "chunks", "ChunkStream": "stream", "World": "parallel",

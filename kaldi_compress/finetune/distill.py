@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     import torch
 
     from .chunks import Chunker, ChunkSet
-    from .train import Trainer
+    from .train import EpochStats, Trainer
 
 
 def default_train_options() -> TrainOptions:
@@ -194,7 +194,19 @@ def table_chunks(job: FinetuneJob, teacher: Nnet, student: Nnet, bar: bool | Non
     return stream
 
 
-def finetune(job: FinetuneJob) -> None:
+@dataclass
+class FinetuneResult:
+    """What a run did: the losses before training (None for a streamed table, which is
+    not read twice for them) and after each epoch, the epoch written (0: the student as it
+    came; None: no validation, so the last), steps and minutes of training."""
+    start: EpochStats | None
+    epochs: list[EpochStats]
+    kept_epoch: int | None
+    steps: int
+    minutes: float
+
+
+def finetune(job: FinetuneJob) -> FinetuneResult:
     """Run ``job``: targets from the teacher, train the student (keeping the best on the
     validation audio, if any), write ``job.output``."""
     from ..compute.threads import prepare_torch
@@ -202,7 +214,7 @@ def finetune(job: FinetuneJob) -> None:
     from .chunks import ChunkSet
     from .data import wav_corpus
     from .device import place, resolve_device
-    from .train import Trainer
+    from .train import EpochStats, Trainer
     from .tt_dense import DenseTTForward
 
     job.check()
@@ -242,8 +254,9 @@ def finetune(job: FinetuneJob) -> None:
         trainer.load(ckpt)
         log(f"resuming {ckpt} at step {trainer.step} of {trainer.total_steps}", bar)
     elif isinstance(chunks, ChunkSet):     # a streamed table is not read twice for this
-        loss = trainer.evaluate(chunks)
-        log(f"loss before training: {loss:.5g}" + with_valid(trainer.validate(0)), bar)
+        trainer.start = EpochStats(0, trainer.evaluate(chunks), 0.0, trainer.validate(0))
+        log(f"loss before training: {trainer.start.loss:.5g}"
+            + with_valid(trainer.start.valid_loss), bar)
 
     def on_epoch(t: Trainer, stats) -> None:
         log(f"epoch {stats.epoch}/{opts.epochs}: loss {stats.loss:.5g}"
@@ -271,6 +284,9 @@ def finetune(job: FinetuneJob) -> None:
         if os.path.exists(ckpt):
             os.unlink(ckpt)
     parallel.stop(world)
+    return FinetuneResult(trainer.start, list(trainer.history),
+                          None if trainer.best is None else trainer.best.epoch,
+                          trainer.step, trainer.elapsed / 60)
 
 
 def with_valid(loss: float | None) -> str:

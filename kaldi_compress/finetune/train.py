@@ -161,6 +161,7 @@ class Trainer:
         self.step = 0                  # steps done
         self.elapsed = 0.0             # seconds used by earlier runs (restored checkpoints)
         self.history: list[EpochStats] = []
+        self.start: EpochStats | None = None   # epoch 0: the losses before training
         self.best: Best | None = None  # set by validate()
         self._epoch_loss = [0.0, 0]    # running sum, count within the current epoch
         self._stop = False             # stop after this step (agreed by all processes)
@@ -399,6 +400,7 @@ class Trainer:
                  "step": self.step, "elapsed": self.elapsed if elapsed is None else elapsed,
                  "epoch_loss": list(self._epoch_loss),
                  "history": [asdict(h) for h in self.history], "world_size": self.world.size,
+                 "start": None if self.start is None else asdict(self.start),
                  "best": best, "options": self.opts.schedule_dict(),
                  "fingerprint": self.fingerprint()}
         if self.qat is not None:
@@ -433,6 +435,7 @@ class Trainer:
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         self._epoch_loss = [float(state["epoch_loss"][0]), int(state["epoch_loss"][1])]
         self.history = [EpochStats(**h) for h in state["history"]]
+        self.start = None if state.get("start") is None else EpochStats(**state["start"])
         self.best = None if state["best"] is None else Best(**state["best"])
         if self.qat is not None:
             self.qat.load_state_dict(state["qat"], where)
