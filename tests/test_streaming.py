@@ -13,7 +13,7 @@ import torch
 from kaldi_compress.compute.forward import NnetForward
 from kaldi_compress.errors import KaldiCompressError
 from kaldi_compress.finetune import (Chunker, ChunkStream, Trainer, TrainOptions,
-                                     network_outputs, table_corpus)
+                                     network_outputs)
 from kaldi_compress.finetune.stream import shuffled
 from kaldi_compress.io.tables import kaldi_io, matrix_rows, scp_entries
 from kaldi_compress.nnet3 import read_model

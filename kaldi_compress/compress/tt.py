@@ -237,15 +237,6 @@ def _rank_caps(max_rank, d: int) -> list[int | None]:
     return caps
 
 
-def two_core_spectrum(w: np.ndarray, shape: TTShape) -> np.ndarray:
-    """d = 2: the singular values of the one unfolding, so the error at every rank r is
-    sqrt(sum_{i>r} s_i^2) without refactorizing."""
-    if shape.d != 2:
-        raise ValueError("two_core_spectrum needs a two-core shape")
-    c = to_tt_tensor(np.asarray(w, np.float64), shape).reshape(shape.modes[0], shape.modes[1])
-    return np.linalg.svd(c, compute_uv=False)
-
-
 # ---------------------------------------------------------------------------
 # Choosing a factorization of the dimensions.
 
@@ -316,8 +307,3 @@ def rank_grid(full: int, limit: int | None = None) -> list[int]:
     if ranks[-1] != top:
         ranks.append(top)
     return ranks
-
-
-def all_shapes(rows: int, cols: int, d: int) -> list[TTShape]:
-    """Every d-core shape of exactly rows x cols with modes >= 2 (small dims only)."""
-    return [TTShape(m, n) for m, n in product(factorizations(rows, d), factorizations(cols, d))]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import time
 import wave
 from concurrent.futures import ProcessPoolExecutor
@@ -137,5 +136,3 @@ def decode(model_dir: str | Path, wavs: list[tuple[str, Path]], jobs: int = 2,
     return DecodeResult(dict(sorted(hyps.items())), audio, dec, max(loads) if loads else 0.0)
 
 
-def default_jobs() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
