@@ -661,6 +661,16 @@ def delta_interval(refs: dict, base: dict, hyps: dict) -> list[float]:
     return [100 * lo, 100 * hi]
 
 
+def series_of(name: str) -> str:
+    """The plot's line for a system of the curve: its method, with or without distillation
+    (``compress-0.3-finetuned`` -> ``compress + distillation``); "" for the others."""
+    base = name.removesuffix("-finetuned")
+    method = base.rsplit("-", 1)[0]
+    if method not in ("svd", "prune", "compress"):
+        return ""
+    return method + (" + distillation" if base != name else "")
+
+
 def plot(rows: list[dict], with_cer: bool, scored_on: Path, png: Path,
          x: str = "parameters") -> None:
     """The error-vs-parameters (or -file bytes) plot, titled with the scored dir (temp +
@@ -670,7 +680,7 @@ def plot(rows: list[dict], with_cer: bool, scored_on: Path, png: Path,
     from matplotlib.image import imread
     metric = "CER" if with_cer else "agreement CER"
     points = [Point(r["name"], r["num_parameters"], r["cer"] if with_cer else r["agreement_cer"],
-                    r["size_bytes"], r["rtf"]) for r in rows]
+                    r["size_bytes"], r["rtf"], series_of(r["name"])) for r in rows]
     tmp = png.with_name(f".{png.stem}.tmp.png")
     wer_vs_params_plot(points, tmp, metric=metric, x=x)
     img = imread(tmp)

@@ -15,7 +15,7 @@ from kaldi_compress.cli import compare as compare_cli
 from kaldi_compress.errors import KaldiCompressError
 from kaldi_compress.evaluate.compare import (WSJ_DECODES, format_table, parse_wer_line,
                                              points_table, read_system, wsj_table)
-from kaldi_compress.evaluate.plots import Point, pareto_front, wer_vs_params_plot
+from kaldi_compress.evaluate.plots import Point, pareto_front, series_lines, wer_vs_params_plot
 from kaldi_compress.evaluate.scoring import kaldi_percent
 
 CHAIN = Path(__file__).parent / "fixtures" / "wsj" / "exp" / "chain"
@@ -249,3 +249,13 @@ def test_wsj_table_omits_rows_without_data():
     labels = [label for label, _ in table.rows]
     assert labels == ["#WER dev93 (tgpr)", "#WER dev93 (big-dict,tgpr)", "#WER eval92 (tgpr)",
                       "#RTF dev93 (tgpr)"]
+
+
+def test_series_are_joined_in_size_order(tmp_path):
+    pts = [Point("a-0.5", 50, 9.0, series="a"), Point("base", 100, 7.0),
+           Point("a-0.3", 30, 12.0, series="a"), Point("a-0.3-ft", 30, 8.0, series="a + distill"),
+           Point("a-0.8", 80, 7.5, series="a")]
+    lines = series_lines(pts)
+    assert list(lines) == ["a", "a + distill"]
+    assert [p.name for p in lines["a"]] == ["a-0.3", "a-0.5", "a-0.8"]
+    assert wer_vs_params_plot(pts, tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"

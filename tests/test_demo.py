@@ -221,3 +221,11 @@ def test_results_include_systems_of_earlier_invocations(tmp_path):
     assert prune["agreement_cer"] > 0 and prune["cer"] == prune["agreement_cer"]
     assert prune["delta_cer_ci"][0] > 0
     assert rows[2]["cer"] == 0 and rows[2]["layers"] == {"tt": 0, "svd": 3, "kept": 1}
+
+
+def test_plot_series_follow_the_method():
+    assert demo.series_of("compress-0.3-finetuned") == "compress + distillation"
+    assert demo.series_of("svd-0.9") == "svd" and demo.series_of("prune-0.2") == "prune"
+    for single in ("prepared", "svd-weights-0.75", "kaldi-apply-svd-e0.9", "tt-0.75",
+                   "prepared-finetuned", "compress-0.5-qat4-pack4"):
+        assert demo.series_of(single) == "", single

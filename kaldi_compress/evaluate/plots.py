@@ -1,6 +1,7 @@
 """Error rate against model size, with the Pareto front of the compressed systems.
 
-A system is on the Pareto front when no other system has at most as many parameters
+Systems of one series (a method at several ratios, say) are joined by a line in size
+order; the others are single points.  A system is on the Pareto front when no other system has at most as many parameters
 and a strictly lower error (or fewer parameters and the same error): for each error
 level it is the smallest model reaching it.
 """
@@ -21,6 +22,7 @@ class Point:
     error: float                 # WER or CER, percent
     size_bytes: int | None = None
     rtf: float | None = None     # decoding time / audio duration
+    series: str = ""             # joined by a line with the points of the same series
 
 
 AXES = {"parameters": ("parameters (millions)", lambda p: p.num_parameters),
@@ -38,10 +40,21 @@ def pareto_front(points: Sequence[Point], x: str = "parameters") -> list[Point]:
     return front
 
 
+def series_lines(points: Sequence[Point], x: str = "parameters") -> dict[str, list[Point]]:
+    """Each named series' points by increasing ``x``, series in order of first appearance."""
+    size = AXES[x][1]
+    out: dict[str, list[Point]] = {}
+    for p in points:
+        if p.series:
+            out.setdefault(p.series, []).append(p)
+    return {k: sorted(v, key=size) for k, v in out.items()}
+
+
 def wer_vs_params_plot(points: Sequence[Point], out_png: str | Path,
                        metric: str = "WER", x: str = "parameters") -> Path:
     """Write a PNG: error (%) against parameters (millions) or, ``x="bytes"``, file size
-    (MB), the Pareto front joined."""
+    (MB), each series joined by a line (dashed if its name says "distill"), the Pareto
+    front marked; single points are named."""
     if not points:
         raise KaldiCompressError(f"{out_png}: no systems to plot")
     if x not in AXES or (x == "bytes" and any(p.size_bytes is None for p in points)):
@@ -54,13 +67,24 @@ def wer_vs_params_plot(points: Sequence[Point], out_png: str | Path,
         raise KaldiCompressError("plotting needs matplotlib (pip install matplotlib)") from None
 
     front = pareto_front(points, x)
+    lines = series_lines(points, x)
+    single = [p for p in points if not p.series]
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
-    ax.scatter([size(p) / 1e6 for p in points], [p.error for p in points],
-               color="tab:gray", label="systems", zorder=2)
+    colors: dict[str, str] = {}
+    for name, pts in lines.items():
+        family = name.split(" ")[0]
+        color = colors.setdefault(family, f"C{len(colors)}")
+        ax.plot([size(p) / 1e6 for p in pts], [p.error for p in pts], marker="o",
+                color=color, linestyle="--" if "distill" in name else "-", label=name,
+                zorder=2)
+    if single:
+        ax.scatter([size(p) / 1e6 for p in single], [p.error for p in single],
+                   color="tab:gray", label="systems", zorder=2)
     ax.step([size(p) / 1e6 for p in front], [p.error for p in front],
-            where="post", color="tab:red", marker="o", label="Pareto front", zorder=3)
-    for p in points:
+            where="post", color="tab:red", alpha=0.35, linewidth=6, label="Pareto front",
+            zorder=1)
+    for p in single:
         ax.annotate(p.name, (size(p) / 1e6, p.error), fontsize=8,
                     xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel(label)
