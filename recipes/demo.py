@@ -581,8 +581,7 @@ def run(args) -> None:
         bar.finish()
         if system.name == "prepared":
             base_hyps = dec["hyps"]
-        row = result_row(system, info, dec, student_info(system, infos, models), sets.refs,
-                         base_hyps)
+        row = result_row(info, dec, student_info(system, infos, models), sets.refs, base_hyps)
         rows.append(row)
         say(f"demo: {system.name}: {row['num_parameters']} parameters"
             + (f", CER {row['cer']:.2f}" if sets.refs else "")
@@ -612,7 +611,7 @@ def student_info(system: System, infos: dict, models: Path) -> dict:
     return infos.get(name, {})
 
 
-def result_row(system: System, info: dict, dec: dict, student: dict, refs: dict | None,
+def result_row(info: dict, dec: dict, student: dict, refs: dict | None,
                base_hyps: dict) -> dict:
     """One system's row: its build record, RTF, CER (and the interval of its difference
     from the baseline) and agreement with the baseline's hypotheses."""
@@ -643,7 +642,7 @@ def with_earlier_rows(rows: list[dict], run: list[System], models: Path, decodes
         info_path, dec_path = models / f"{system.name}.json", decodes / f"{system.name}.json"
         if not (system.decode and info_path.exists() and dec_path.exists()):
             continue
-        out.append(result_row(system, json.loads(info_path.read_text()),
+        out.append(result_row(json.loads(info_path.read_text()),
                               json.loads(dec_path.read_text()),
                               student_info(system, infos, models), sets.refs, base_hyps))
     return out

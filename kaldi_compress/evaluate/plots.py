@@ -1,9 +1,9 @@
 """Error rate against model size, with the Pareto front of the compressed systems.
 
 Systems of one series (a method at several ratios, say) are joined by a line in size
-order; the others are single points.  A system is on the Pareto front when no other system has at most as many parameters
-and a strictly lower error (or fewer parameters and the same error): for each error
-level it is the smallest model reaching it.
+order; the others are single points.  A system is on the Pareto front when no other
+system has at most as many parameters and a strictly lower error (or fewer parameters
+and the same error): for each error level it is the smallest model reaching it.
 """
 from __future__ import annotations
 

@@ -134,5 +134,3 @@ def decode(model_dir: str | Path, wavs: list[tuple[str, Path]], jobs: int = 2,
             dec += dt
             loads.append(load)
     return DecodeResult(dict(sorted(hyps.items())), audio, dec, max(loads) if loads else 0.0)
-
-
