@@ -247,6 +247,55 @@ def test_early_stopping_after_patience_epochs(teacher_file, corpus, student_file
     assert trainer.step == 3 * trainer.steps_per_epoch < trainer.total_steps
 
 
+def test_reject_worse_undoes_the_epoch_and_halves_the_learning_rate(teacher_file, corpus,
+                                                                    student_file, tmp_path):
+    """Epoch 3 raises the validation loss (see above): with reject_worse it is undone (the
+    parameters are epoch 2's again, Adam's moments cleared) and every later step runs at
+    half the scheduled rate; an interrupted run resumes to the same end."""
+    student, train, valid = split(teacher_file, corpus, student_file)
+    plain = Trainer(NnetForward(student.nnet), train, TrainOptions(**OPTS), valid)
+    plain.train()
+    student, _, _ = split(teacher_file, corpus, student_file)
+    opts = TrainOptions(**OPTS, reject_worse=True)
+    trainer = Trainer(NnetForward(student.nnet), train, opts, valid)
+    after, moments = {}, {}
+
+    def on_epoch(t, stats):
+        after[stats.epoch] = snapshot(t)
+        moments[stats.epoch] = len(t.optimizer.state)
+
+    trainer.train(on_epoch=on_epoch)
+    h = trainer.history
+    assert [e.rejected for e in h[:3]] == [False, False, True]
+    assert [e.valid_loss for e in h[:3]] == [e.valid_loss for e in plain.history[:3]]
+    for name, p in after[3].items():
+        assert torch.equal(p, after[2][name]), name
+    assert moments[3] == 0 < moments[2]
+    assert h[3].lr == 0.5 * plain.history[3].lr
+    assert trainer.lr_scale == (0.25 if h[3].rejected else 0.5)
+    assert trainer.best.epoch == (2 if h[3].rejected else 4)
+    assert h[3].rejected == (h[3].valid_loss >= h[1].valid_loss)
+    # resumed from a checkpoint written after the rejection: the same run
+    ckpt = str(tmp_path / "run.ckpt")
+    student, _, _ = split(teacher_file, corpus, student_file)
+    first = Trainer(NnetForward(student.nnet), train, opts, valid)
+
+    def interrupt_at_7(t, loss):
+        if t.step == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        first.train(ckpt, on_step=interrupt_at_7)
+    student, _, _ = split(teacher_file, corpus, student_file)
+    second = Trainer(NnetForward(student.nnet), train, opts, valid)
+    second.load(ckpt)
+    assert second.lr_scale == 0.5 and second.history[-1].rejected
+    second.train()
+    assert second.history == trainer.history
+    for name, p in second.params.items():
+        assert torch.equal(p, trainer.params[name]), name
+
+
 def test_resume_with_validation_continues_the_same_run(teacher_file, corpus, student_file,
                                                        tmp_path):
     """Interrupted after the best epoch (step 5 of 8, mid-epoch 3): the checkpoint carries

@@ -84,6 +84,10 @@ def add_parser(sub, kaldi_bool) -> None:
     g.add_argument("--early-stop-patience", type=int, default=_T.early_stop_patience,
                    metavar="N", help="with --valid-data, stop after N epochs without a lower "
                    "validation loss (default 0: train all epochs, still keep the best)")
+    g.add_argument("--reject-worse", type=kaldi_bool, default=_T.reject_worse,
+                   metavar="BOOL", help="with --valid-data, undo an epoch that does not lower "
+                   "the validation loss and halve the learning rate from then on (Kaldi "
+                   "nnet1's newbob rule; default true)")
     g.add_argument("--pack-bits", default=None, metavar="B",
                    help="quantization-aware: train through the codebooks of at most 2^B "
                    "values per weight matrix that 'kaldi-compress pack --bits=B' uses "
@@ -111,6 +115,7 @@ def run(args) -> int:
                          optimizer=args.optimizer, warmup=args.warmup, final_lr=args.final_lr,
                          max_grad_norm=args.max_grad_norm, max_minutes=args.max_minutes,
                          seed=args.seed, early_stop_patience=args.early_stop_patience,
+                         reject_worse=args.reject_worse,
                          pack_bits=parse_pack_bits(args.pack_bits), loss=loss)
     finetune(FinetuneJob(
         args.teacher, args.student, args.output, model_dir=args.model_dir, data=args.data,

@@ -51,8 +51,10 @@ if TYPE_CHECKING:
 
 def default_train_options() -> TrainOptions:
     """The schedule ``kaldi-compress finetune`` uses unless told otherwise: 12 epochs of
-    16 chunks per step, gradients clipped at norm 1, squared error of centred outputs."""
-    return TrainOptions(epochs=12, batch_size=16, max_grad_norm=1.0,
+    16 chunks per step, gradients clipped at norm 1, epochs that do not lower the
+    validation loss undone (with the learning rate halved), squared error of centred
+    outputs."""
+    return TrainOptions(epochs=12, batch_size=16, max_grad_norm=1.0, reject_worse=True,
                         loss=LossOptions(kl_weight=0.0, mse_weight=1.0))
 
 
@@ -260,7 +262,9 @@ def finetune(job: FinetuneJob) -> FinetuneResult:
 
     def on_epoch(t: Trainer, stats) -> None:
         log(f"epoch {stats.epoch}/{opts.epochs}: loss {stats.loss:.5g}"
-            f"{with_valid(stats.valid_loss)}, lr {stats.lr:.3g}", bar)
+            f"{with_valid(stats.valid_loss)}, lr {stats.lr:.3g}"
+            + (f"; rejected: back to epoch {t.best.epoch}, learning rates x{t.lr_scale:g} "
+               "from now" if stats.rejected else ""), bar)
 
     try:
         # --max-minutes is the training budget: its clock starts now, with the targets ready

@@ -56,6 +56,8 @@ class TrainOptions:
     max_minutes: float = 0.0          # time budget (0: none)
     seed: int = 0
     early_stop_patience: int = 0      # stop after N epochs without a better validation loss
+    reject_worse: bool = False        # undo an epoch that did not lower the validation loss
+    #                                   and halve the learning rate (Kaldi nnet1's newbob)
     pack_bits: int | None = None      # quantization-aware: train through pack's B-bit codebooks
     loss: LossOptions = field(default_factory=LossOptions)
 

@@ -18,7 +18,12 @@ loss on them is measured before training and after every epoch (and after the la
 possibly partial, one); the parameters with the lowest validation loss so far are
 kept (epoch 0: the untrained student), :meth:`Trainer.restore_best` puts them back,
 and with ``early_stop_patience`` N > 0 training stops once N epochs in a row have
-not improved on the best.
+not improved on the best.  With ``reject_worse`` (the rule of Kaldi nnet1's
+``train_scheduler.sh``), an epoch whose validation loss is not below the best is
+rejected: the best parameters come back, the optimizer's moments are cleared and
+every later learning rate is halved (the scale compounds: 1/2, 1/4, ...).  A student
+close to its teacher needs this: at the peak rate Adam moves every weight by about
+``lr`` per step whatever the gradient, which can undo more than it learns.
 
 The state after any step (parameters, optimizer moments, epoch and step, time
 used, the best parameters and their validation loss) can be saved as a checkpoint
@@ -94,6 +99,7 @@ class EpochStats:
     loss: float                        # mean training loss over the epoch's steps
     lr: float                          # learning rate of the last step
     valid_loss: float | None = None    # loss on the validation chunks after the epoch
+    rejected: bool = False             # undone (reject_worse): the best came back
 
 
 @dataclass
@@ -163,6 +169,7 @@ class Trainer:
         self.history: list[EpochStats] = []
         self.start: EpochStats | None = None   # epoch 0: the losses before training
         self.best: Best | None = None  # set by validate()
+        self.lr_scale = 1.0            # halved by every rejected epoch (reject_worse)
         self._epoch_loss = [0.0, 0]    # running sum, count within the current epoch
         self._stop = False             # stop after this step (agreed by all processes)
         self._interrupted = False      # Ctrl-C seen by this process
@@ -327,8 +334,8 @@ class Trainer:
                     and not self.stopped_early:
                 epoch, first = divmod(self.step, self.steps_per_epoch)
                 for idx in self.epoch_batches(epoch, first):
-                    lr = self.opts.lr * lr_factor(self.progress(elapsed()), self.opts.warmup,
-                                                  self.opts.final_lr)
+                    lr = self.opts.lr * self.lr_scale * lr_factor(
+                        self.progress(elapsed()), self.opts.warmup, self.opts.final_lr)
                     loss = self.train_step(idx, lr)
                     self._epoch_loss[0] += loss
                     self._epoch_loss[1] += 1
@@ -358,9 +365,17 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, lr: float,
                    on_epoch: Callable[["Trainer", EpochStats], None] | None) -> None:
-        """Record the epoch's mean training loss and its validation loss."""
-        stats = EpochStats(epoch, self._epoch_loss[0] / self._epoch_loss[1], lr,
-                           self.validate(epoch))
+        """Record the epoch's mean training loss and its validation loss; with
+        ``reject_worse``, undo it if the validation loss is not the best."""
+        valid = self.validate(epoch)
+        rejected = bool(self.opts.reject_worse and valid is not None and
+                        self.best.epoch != epoch)
+        stats = EpochStats(epoch, self._epoch_loss[0] / self._epoch_loss[1], lr, valid,
+                           rejected)
+        if rejected:
+            self.restore_best()
+            self.optimizer.state.clear()     # Adam starts its moments again
+            self.lr_scale *= 0.5
         self.history.append(stats)
         self._epoch_loss = [0.0, 0]
         if on_epoch is not None:
@@ -401,7 +416,8 @@ class Trainer:
                  "epoch_loss": list(self._epoch_loss),
                  "history": [asdict(h) for h in self.history], "world_size": self.world.size,
                  "start": None if self.start is None else asdict(self.start),
-                 "best": best, "options": self.opts.schedule_dict(),
+                 "best": best, "lr_scale": self.lr_scale,
+                 "options": self.opts.schedule_dict(),
                  "fingerprint": self.fingerprint()}
         if self.qat is not None:
             state["qat"] = self.qat.state_dict()
@@ -437,6 +453,7 @@ class Trainer:
         self.history = [EpochStats(**h) for h in state["history"]]
         self.start = None if state.get("start") is None else EpochStats(**state["start"])
         self.best = None if state["best"] is None else Best(**state["best"])
+        self.lr_scale = float(state.get("lr_scale", 1.0))
         if self.qat is not None:
             self.qat.load_state_dict(state["qat"], where)
             if self.best is not None and self.best.codebooks is None:
