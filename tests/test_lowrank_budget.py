@@ -35,6 +35,23 @@ def test_whitened_truncation_error_is_the_discarded_energy_on_the_data():
         a, b = spec.factors(k)
         err = np.mean(np.sum((d[:, None] * ((w - b @ a) @ x)) ** 2, axis=0))
         assert err == pytest.approx(spec.discarded(k), rel=1e-8)
+        # the free diagonal gauge evens the factors: row i of A, column i of B
+        assert np.allclose(np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=0))
+
+
+def test_whitened_factors_are_on_one_scale_however_large_the_inputs():
+    """Inputs 100x larger (MFCC-like): B A is still W_k, and the factors' RMS differ only
+    by their shapes (sqrt of fan-in), not by the inputs' scale."""
+    w = RNG.standard_normal((30, 20)) * 0.01
+    x = RNG.standard_normal((20, 400)) * 100.0
+    spec = spectrum(w, second_moment=x @ x.T / 400, ridge=1e-12)
+    a, b = spec.factors(6)
+    row, col = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=0)
+    assert np.allclose(row, col) and np.all(row > 0)
+    even = (spec.u[:, :6] * spec.s[:6]) @ spec.vt[:6] @ spec.g_inv    # W_k, unsplit
+    assert np.allclose(b @ a, even, rtol=1e-10, atol=1e-14)
+    rms = [np.sqrt(np.mean(f ** 2)) * np.sqrt(n) for f, n in ((a, 20), (b, 30))]
+    assert rms[0] == pytest.approx(rms[1])
 
 
 def test_rank_for_energy_is_the_smallest_rank_reaching_the_threshold():
