@@ -435,7 +435,7 @@ def build(system: System, models: Path, sets: DataSets, cals: Calibrations,
             "epochs": [dataclasses.asdict(e) for e in
                        ([result.start] if result.start else []) + result.epochs],
             "kept_epoch": result.kept_epoch, "steps": result.steps,
-            "minutes": round(result.minutes, 2), "lr_search": result.lr_search}
+            "minutes": round(result.minutes, 2)}
         extra["finetune_utts"] = len(wav_paths([sets.finetune]))
         extra["valid_utts"] = len(wav_paths([sets.valid]))
     elif system.method == "pack":

@@ -296,64 +296,6 @@ def test_reject_worse_undoes_the_epoch_and_halves_the_learning_rate(teacher_file
         assert torch.equal(p, trainer.params[name]), name
 
 
-def test_lr_search_tries_each_rate_from_the_start_and_keeps_the_best(teacher_file, corpus,
-                                                                    student_file, tmp_path):
-    """Each tried rate's loss is what a fresh run of those steps at that rate gives; the
-    parameters come back unchanged, the lowest loss sets the scale, and a run interrupted
-    after the search resumes without searching again to the uninterrupted end."""
-    opts = TrainOptions(**{**OPTS, "lr": 3e-2}, lr_search=2, lr_search_steps=3)   # too high
-    student, train, valid = split(teacher_file, corpus, student_file)
-    trainer = Trainer(NnetForward(student.nnet), train, opts, valid)
-    before = snapshot(trainer)
-    trainer.search_lr(lambda: 0.0)
-    for name, p in trainer.params.items():
-        assert torch.equal(p, before[name]), name
-    assert trainer.step == 0 and len(trainer.optimizer.state) == 0
-    assert [s for s, _ in trainer.lr_tried] == [1.0, 0.5, 0.25]
-    for scale, loss in trainer.lr_tried:
-        student, _, _ = split(teacher_file, corpus, student_file)
-        fresh = Trainer(NnetForward(student.nnet), train, opts, valid)
-        for i, idx in enumerate(fresh.batches(0)[:3]):
-            fresh.train_step(idx, opts.lr * scale * min(1.0, 5 * (i + 1) / 3))
-        assert fresh.evaluate(valid) == loss
-    assert trainer.lr_scale == min(trainer.lr_tried, key=lambda t: t[1])[0]
-
-    student, _, _ = split(teacher_file, corpus, student_file)
-    full = Trainer(NnetForward(student.nnet), train, opts, valid)
-    searched = []
-    full.train(on_search=lambda t: searched.append(list(t.lr_tried)))
-    assert searched == [trainer.lr_tried] and full.lr_scale == trainer.lr_scale < 1
-    spe, total = full.steps_per_epoch, full.total_steps
-    assert full.history[0].lr == pytest.approx(
-        opts.lr * full.lr_scale * lr_factor((spe - 1) / total, opts.warmup, opts.final_lr))
-    ckpt = str(tmp_path / "run.ckpt")
-    student, _, _ = split(teacher_file, corpus, student_file)
-    first = Trainer(NnetForward(student.nnet), train, opts, valid)
-
-    def interrupt_at_3(t, loss):
-        if t.step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    with pytest.raises(KeyboardInterrupt):
-        first.train(ckpt, on_step=interrupt_at_3)
-    student, _, _ = split(teacher_file, corpus, student_file)
-    second = Trainer(NnetForward(student.nnet), train, opts, valid)
-    second.load(ckpt)
-    assert second.lr_tried == trainer.lr_tried and second.lr_scale == trainer.lr_scale
-    second.train(on_search=lambda t: pytest.fail("searched again"))
-    assert second.history == full.history
-    for name, p in second.params.items():
-        assert torch.equal(p, full.params[name]), name
-
-
-def test_time_budget_after_the_search_spans_the_rest():
-    """With a 2-minute budget and a 1-minute search, 30 s into training is halfway."""
-    t = Trainer.__new__(Trainer)
-    t.step, t.total_steps, t.search_seconds = 0, 100, 60.0
-    t.opts = TrainOptions(max_minutes=2.0)
-    assert t.progress(90.0) == 0.5 and t.progress(120.0) == 1.0
-
-
 def test_resume_with_validation_continues_the_same_run(teacher_file, corpus, student_file,
                                                        tmp_path):
     """Interrupted after the best epoch (step 5 of 8, mid-epoch 3): the checkpoint carries
@@ -513,9 +455,7 @@ def test_time_budget_starts_when_the_targets_are_ready(teacher_file, feats_args,
     ("speed", "--speed-perturb: expected distinct comma-separated factors"),
     ("speed-feats", "--speed-perturb and --volume-perturb need wav data"),
     ("volume-feats", "--speed-perturb and --volume-perturb need wav data"),
-    ("patience", "--early-stop-patience must be >= 0, got -1"),
-    ("lr-search", "--lr-search must be >= 0, got -2"),
-    ("lr-search-steps", "--lr-search-steps must be >= 1"),
+    ("patience", "--early-stop-patience must be >= 0"),
 ])
 def test_cli_bad_input_is_one_line(nets, teacher_file, feats_args, student_file, tmp_path,
                                    run_cli, case, message):
@@ -545,8 +485,6 @@ def test_cli_bad_input_is_one_line(nets, teacher_file, feats_args, student_file,
         "speed-feats": [teacher, *feats_args, "--speed-perturb=0.9,1", str(student_file), out],
         "volume-feats": [teacher, *feats_args, "--volume-perturb", str(student_file), out],
         "patience": [*wav_args, "--early-stop-patience=-1", str(student_file), out],
-        "lr-search": [*wav_args, "--lr-search=-2", str(student_file), out],
-        "lr-search-steps": [*wav_args, "--lr-search-steps=0", str(student_file), out],
     }[case]
     rc, err = run_cli(*argv)
     assert rc == 1 and message in err and err.count("\n") == 1, err

@@ -62,7 +62,7 @@ def add_parser(sub, kaldi_bool) -> None:
                    "(outputs shifted by 1 .. N-1 frames; default true)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=_T.epochs, metavar="N")
-    g.add_argument("--lr", type=float, default=_T.lr, metavar="X", help="peak learning rate (the largest --lr-search tries)")
+    g.add_argument("--lr", type=float, default=_T.lr, metavar="X", help="peak learning rate")
     g.add_argument("--batch-size", type=int, default=_T.batch_size, metavar="N",
                    help="chunks per step and process (under torchrun the global batch is "
                    "N times the number of processes)")
@@ -88,12 +88,6 @@ def add_parser(sub, kaldi_bool) -> None:
                    metavar="BOOL", help="with --valid-data, undo an epoch that does not lower "
                    "the validation loss and halve the learning rate from then on (Kaldi "
                    "nnet1's newbob rule; default true)")
-    g.add_argument("--lr-search", type=int, default=_T.lr_search, metavar="N",
-                   help="with --valid-data, first train --lr-search-steps steps at each peak "
-                   "rate --lr / 2^j, j = 0..N, from the student as it came and keep the rate "
-                   "with the lowest validation loss (default 4; 0: use --lr)")
-    g.add_argument("--lr-search-steps", type=int, default=_T.lr_search_steps, metavar="N",
-                   help="steps per rate tried by --lr-search (default 100)")
     g.add_argument("--pack-bits", default=None, metavar="B",
                    help="quantization-aware: train through the codebooks of at most 2^B "
                    "values per weight matrix that 'kaldi-compress pack --bits=B' uses "
@@ -121,8 +115,7 @@ def run(args) -> int:
                          optimizer=args.optimizer, warmup=args.warmup, final_lr=args.final_lr,
                          max_grad_norm=args.max_grad_norm, max_minutes=args.max_minutes,
                          seed=args.seed, early_stop_patience=args.early_stop_patience,
-                         reject_worse=args.reject_worse, lr_search=args.lr_search,
-                         lr_search_steps=args.lr_search_steps,
+                         reject_worse=args.reject_worse,
                          pack_bits=parse_pack_bits(args.pack_bits), loss=loss)
     finetune(FinetuneJob(
         args.teacher, args.student, args.output, model_dir=args.model_dir, data=args.data,

@@ -51,11 +51,10 @@ if TYPE_CHECKING:
 
 def default_train_options() -> TrainOptions:
     """The schedule ``kaldi-compress finetune`` uses unless told otherwise: 12 epochs of
-    16 chunks per step, gradients clipped at norm 1, squared error of centred outputs;
-    with validation audio, the peak rate searched among 1e-3 / 2^j, j = 0..4 (100 steps
-    each) and epochs that do not lower the validation loss undone (the rate halved)."""
+    16 chunks per step, gradients clipped at norm 1, epochs that do not lower the
+    validation loss undone (with the learning rate halved), squared error of centred
+    outputs."""
     return TrainOptions(epochs=12, batch_size=16, max_grad_norm=1.0, reject_worse=True,
-                        lr_search=4,
                         loss=LossOptions(kl_weight=0.0, mse_weight=1.0))
 
 
@@ -201,14 +200,12 @@ def table_chunks(job: FinetuneJob, teacher: Nnet, student: Nnet, bar: bool | Non
 class FinetuneResult:
     """What a run did: the losses before training (None for a streamed table, which is
     not read twice for them) and after each epoch, the epoch written (0: the student as it
-    came; None: no validation, so the last), steps and minutes of training, and the
-    learning-rate search's (rate, validation loss) pairs (None: no search)."""
+    came; None: no validation, so the last), steps and minutes of training."""
     start: EpochStats | None
     epochs: list[EpochStats]
     kept_epoch: int | None
     steps: int
     minutes: float
-    lr_search: list[tuple[float, float]] | None = None
 
 
 def finetune(job: FinetuneJob) -> FinetuneResult:
@@ -269,15 +266,10 @@ def finetune(job: FinetuneJob) -> FinetuneResult:
             + (f"; rejected: back to epoch {t.best.epoch}, learning rates x{t.lr_scale:g} "
                "from now" if stats.rejected else ""), bar)
 
-    def on_search(t: Trainer) -> None:
-        log("learning-rate search: " + ", ".join(
-            f"{opts.lr * scale:.3g} -> valid {loss:.5g}" for scale, loss in t.lr_tried)
-            + f"; peak rate {opts.lr * t.lr_scale:.3g} ({t.search_seconds / 60:.1f} min)", bar)
-
     try:
         # --max-minutes is the training budget: its clock starts now, with the targets ready
-        trainer.train(ckpt, progress=bool(bar), checkpoint_minutes=job.checkpoint_minutes,
-                      on_epoch=on_epoch, on_search=on_search)
+        trainer.train(ckpt, progress=bool(bar),
+                      checkpoint_minutes=job.checkpoint_minutes, on_epoch=on_epoch)
     except KeyboardInterrupt:
         if os.path.exists(ckpt):
             log(f"checkpoint {ckpt} at step {trainer.step}; continue with --resume",
@@ -298,9 +290,7 @@ def finetune(job: FinetuneJob) -> FinetuneResult:
     parallel.stop(world)
     return FinetuneResult(trainer.start, list(trainer.history),
                           None if trainer.best is None else trainer.best.epoch,
-                          trainer.step, trainer.elapsed / 60,
-                          None if trainer.lr_tried is None else
-                          [(opts.lr * scale, loss) for scale, loss in trainer.lr_tried])
+                          trainer.step, trainer.elapsed / 60)
 
 
 def with_valid(loss: float | None) -> str:

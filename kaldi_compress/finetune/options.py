@@ -58,8 +58,6 @@ class TrainOptions:
     early_stop_patience: int = 0      # stop after N epochs without a better validation loss
     reject_worse: bool = False        # undo an epoch that did not lower the validation loss
     #                                   and halve the learning rate (Kaldi nnet1's newbob)
-    lr_search: int = 0                # before training, try lr / 2^j, j = 0..N, keep the best
-    lr_search_steps: int = 100        # steps per tried rate
     pack_bits: int | None = None      # quantization-aware: train through pack's B-bit codebooks
     loss: LossOptions = field(default_factory=LossOptions)
 
@@ -74,14 +72,9 @@ class TrainOptions:
             raise KaldiCompressError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
         if not 0 <= self.warmup < 1 or not 0 <= self.final_lr <= 1:
             raise KaldiCompressError("--warmup must be in [0, 1) and --final-lr in [0, 1]")
-        for option, value in (("--max-minutes", self.max_minutes),
-                              ("--max-grad-norm", self.max_grad_norm),
-                              ("--early-stop-patience", self.early_stop_patience),
-                              ("--lr-search", self.lr_search)):
-            if value < 0:
-                raise KaldiCompressError(f"{option} must be >= 0, got {value}")
-        if self.lr_search_steps < 1:
-            raise KaldiCompressError("--lr-search-steps must be >= 1")
+        if self.max_minutes < 0 or self.max_grad_norm < 0 or self.early_stop_patience < 0:
+            raise KaldiCompressError("--max-minutes, --max-grad-norm and "
+                                     "--early-stop-patience must be >= 0")
         if self.pack_bits is not None:
             check_pack_bits(self.pack_bits)
         self.loss.check()

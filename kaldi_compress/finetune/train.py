@@ -25,13 +25,6 @@ every later learning rate is halved (the scale compounds: 1/2, 1/4, ...).  A stu
 close to its teacher needs this: at the peak rate Adam moves every weight by about
 ``lr`` per step whatever the gradient, which can undo more than it learns.
 
-With ``lr_search`` N > 0 and validation chunks, the peak rate is chosen first: the
-rates lr / 2^j, j = 0..N, each train ``lr_search_steps`` steps from the student as it
-came (the first batches of epoch 1, the rate rising linearly over the first fifth of
-them, Adam's moments fresh), and the one with the lowest validation loss after them
-sets the scale; then the parameters are put back and training starts.  Its time counts
-in ``max_minutes``; the schedule spans the rest.
-
 The state after any step (parameters, optimizer moments, epoch and step, time
 used, the best parameters and their validation loss) can be saved as a checkpoint
 and restored exactly; Ctrl-C finishes the current step, saves it and raises
@@ -54,7 +47,6 @@ rank 0 writes checkpoints.
 from __future__ import annotations
 
 import io
-import itertools
 import math
 import signal
 import sys
@@ -177,9 +169,7 @@ class Trainer:
         self.history: list[EpochStats] = []
         self.start: EpochStats | None = None   # epoch 0: the losses before training
         self.best: Best | None = None  # set by validate()
-        self.lr_scale = 1.0            # set by lr_search, halved by every rejected epoch
-        self.lr_tried: list[tuple[float, float]] | None = None   # (scale, valid loss)
-        self.search_seconds = 0.0      # time the search took
+        self.lr_scale = 1.0            # halved by every rejected epoch (reject_worse)
         self._epoch_loss = [0.0, 0]    # running sum, count within the current epoch
         self._stop = False             # stop after this step (agreed by all processes)
         self._interrupted = False      # Ctrl-C seen by this process
@@ -190,8 +180,7 @@ class Trainer:
     def progress(self, elapsed: float) -> float:
         p = self.step / self.total_steps
         if self.opts.max_minutes:
-            left = 60.0 * self.opts.max_minutes - self.search_seconds
-            p = max(p, (elapsed - self.search_seconds) / left if left > 0 else 1.0)
+            p = max(p, elapsed / (60.0 * self.opts.max_minutes))
         return p
 
     def batches(self, epoch: int) -> list[torch.Tensor]:
@@ -294,44 +283,9 @@ class Trainer:
             return None
         loss = self.evaluate(self.valid)
         if self.best is None or loss < self.best.loss:
-            self.best = Best(epoch, loss, *self._copy())
+            self.best = Best(epoch, loss, {k: p.detach().clone() for k, p in self.params.items()},
+                             None if self.qat is None else self.qat.copy_codebooks())
         return loss
-
-    def _copy(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-        """The parameters now (and with pack_bits the codebooks), copied."""
-        return ({k: p.detach().clone() for k, p in self.params.items()},
-                None if self.qat is None else self.qat.copy_codebooks())
-
-    def _put(self, params: dict[str, torch.Tensor],
-             codebooks: dict[str, torch.Tensor] | None) -> None:
-        with torch.no_grad():
-            for k, p in self.params.items():
-                p.copy_(params[k])
-        if self.qat is not None:
-            self.qat.load_codebooks(codebooks)
-
-    def search_lr(self, elapsed: Callable[[], float]) -> None:
-        """Choose ``lr_scale`` among 1, 1/2, ... 1/2^N (see the module docstring); the
-        parameters stay as they were.  Stops early (scale unchosen) on Ctrl-C."""
-        began, start, steps = elapsed(), self._copy(), self.opts.lr_search_steps
-        tried = []
-        for j in range(self.opts.lr_search + 1):
-            self.optimizer.state.clear()
-            for i, idx in enumerate(itertools.islice(self.epoch_batches(0, 0), steps)):
-                self.train_step(idx, self.opts.lr * 0.5 ** j * min(1.0, 5 * (i + 1) / steps))
-                if self._stop:
-                    break
-            if not self._stop:
-                tried.append((0.5 ** j, self.evaluate(self.valid)))
-            self._put(*start)
-            self.step = 0
-            if self._stop:
-                break
-        self.optimizer.state.clear()
-        if not self._stop:
-            self.lr_tried = tried
-            self.lr_scale = min(tried, key=lambda t: t[1])[0]
-            self.search_seconds = elapsed() - began
 
     @property
     def stopped_early(self) -> bool:
@@ -343,21 +297,23 @@ class Trainer:
     def restore_best(self) -> None:
         """Put the best parameters back (nothing to do without validation chunks)."""
         if self.best is not None:
-            self._put(self.best.params, self.best.codebooks)
+            with torch.no_grad():
+                for k, p in self.params.items():
+                    p.copy_(self.best.params[k])
+            if self.qat is not None:
+                self.qat.load_codebooks(self.best.codebooks)
 
     # --- the loop ------------------------------------------------------------------------
     def train(self, checkpoint: str | None = None, progress: bool = False,
               started: float | None = None, checkpoint_minutes: float = 5.0,
               on_step: Callable[["Trainer", float], None] | None = None,
-              on_epoch: Callable[["Trainer", EpochStats], None] | None = None,
-              on_search: Callable[["Trainer"], None] | None = None) -> None:
+              on_epoch: Callable[["Trainer", EpochStats], None] | None = None) -> None:
         """Train to the end of the schedule (or of the time budget).
 
         ``started``: time.monotonic() when this run began (default: now); the time
         budget counts from there plus the time of restored runs.  A checkpoint is
         written after every epoch, every ``checkpoint_minutes`` and on Ctrl-C.  With
-        validation chunks, stops early as ``early_stop_patience`` says, and first
-        searches the learning rate with ``lr_search`` (``on_search`` is told)."""
+        validation chunks, stops early as ``early_stop_patience`` says."""
         started = time.monotonic() if started is None else started
         self._clock = lambda: self.elapsed + time.monotonic() - started
         self._agreed_elapsed = self.elapsed
@@ -374,16 +330,6 @@ class Trainer:
             self.validate(0)
         restore = self._catch_interrupt()
         try:
-            if self.opts.lr_search and self.valid is not None and self.step == 0 \
-                    and self.lr_tried is None:
-                self.search_lr(elapsed)
-                if self._stop:               # nothing trained yet: a checkpoint of the start
-                    if checkpoint:
-                        self.save(checkpoint, elapsed())
-                    barrier(self.world)
-                    raise KeyboardInterrupt
-                if on_search is not None:
-                    on_search(self)
             while self.step < self.total_steps and self.progress(elapsed()) < 1.0 \
                     and not self.stopped_early:
                 epoch, first = divmod(self.step, self.steps_per_epoch)
@@ -470,8 +416,7 @@ class Trainer:
                  "epoch_loss": list(self._epoch_loss),
                  "history": [asdict(h) for h in self.history], "world_size": self.world.size,
                  "start": None if self.start is None else asdict(self.start),
-                 "best": best, "lr_scale": self.lr_scale, "lr_tried": self.lr_tried,
-                 "search_seconds": self.search_seconds,
+                 "best": best, "lr_scale": self.lr_scale,
                  "options": self.opts.schedule_dict(),
                  "fingerprint": self.fingerprint()}
         if self.qat is not None:
@@ -509,9 +454,6 @@ class Trainer:
         self.start = None if state.get("start") is None else EpochStats(**state["start"])
         self.best = None if state["best"] is None else Best(**state["best"])
         self.lr_scale = float(state.get("lr_scale", 1.0))
-        tried = state.get("lr_tried")
-        self.lr_tried = None if tried is None else [(float(a), float(b)) for a, b in tried]
-        self.search_seconds = float(state.get("search_seconds", 0.0))
         if self.qat is not None:
             self.qat.load_state_dict(state["qat"], where)
             if self.best is not None and self.best.codebooks is None:
