@@ -72,9 +72,9 @@ def default_systems(full: bool = False) -> list[System]:
     """The default run: the baseline, Kaldi's apply-svd, the best systems without
     fine-tuning (pruning, the joint budget method), the joint method at 0.5x with a
     short distillation, and tensor-train.  ``full``: the curve -- svd, prune and compress
-    at every ratio of ``CURVE``, 30-minute distillations of every compress point, of
-    svd-0.3 and prune-0.3 and of the uncompressed model itself (the fair reference once
-    distillation adapts a student), the TT variants, and packs: the prepared model at 8
+    at every ratio of ``CURVE``, each also with 30 minutes of distillation, and the
+    uncompressed model distilled the same way (the fair reference once distillation
+    adapts a student), the TT variants, and packs: the prepared model at 8
     and 4 bits, and the shipping line -- compress-0.5 distilled through 4-bit codebooks
     (``finetune --pack-bits=4``), packed at 4 bits."""
     out = [System("prepared", "prepared", {}),
@@ -88,8 +88,8 @@ def default_systems(full: bool = False) -> list[System]:
                     System(f"prune-{r}", "prune", {"param_ratio": r}),
                     System(f"compress-{r}", "compress", {"param_ratio": r})]
         out += [System(f"{s}-finetuned", "finetune", {"student": s, **tune})
-                for s in ["prepared"] + [f"compress-{r}" for r in CURVE]
-                + ["svd-0.3", "prune-0.3"]]
+                for s in ["prepared"] + [f"{m}-{r}" for r in CURVE
+                                         for m in ("svd", "prune", "compress")]]
         out += [System("tt-0.75", "tt", {"param_ratio": 0.75, "allow_svd": True}),
                 System("tt-0.75-finetuned", "finetune", {"student": "tt-0.75", **tune}),
                 System("tt-only-0.75", "tt", {"param_ratio": 0.75, "allow_svd": False}),
@@ -527,8 +527,8 @@ def main() -> None:
                     help="tuning utterances kept apart to pick the fine-tuning's best epoch")
     ap.add_argument("--systems", help="comma-separated subset of the run's system names")
     ap.add_argument("--full", action="store_true",
-                    help="the curve: every method at six ratios, ten 30-minute distillations "
-                    "(about 7 hours on 2 cores) instead of the default")
+                    help="the curve: every method at six ratios, each also with 30 minutes of "
+                    "distillation (about 14 hours on 2 cores) instead of the default")
     ap.add_argument("--agreement-only", action="store_true",
                     help="ignore transcripts; report agreement with the baseline only")
     ap.add_argument("--jobs", type=int, default=2, help="decoding processes")

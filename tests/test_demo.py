@@ -61,7 +61,7 @@ def test_default_and_full_systems():
     for r in demo.CURVE:                     # the curve: every method at every ratio
         for method in ("svd", "prune", "compress"):
             assert f"{method}-{r}" in names
-        assert f"compress-{r}-finetuned" in names
+            assert f"{method}-{r}-finetuned" in names
     for name in ("svd-weights-0.75", "prepared-finetuned", "svd-0.3-finetuned",
                  "prune-0.3-finetuned", "tt-only-0.75-finetuned", "tt-0.5", "tt-only-0.9"):
         assert name in names
