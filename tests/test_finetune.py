@@ -296,6 +296,79 @@ def test_reject_worse_undoes_the_epoch_and_halves_the_learning_rate(teacher_file
         assert torch.equal(p, trainer.params[name]), name
 
 
+def test_valid_checks_abandon_an_epoch_that_harms_the_untrained_student(
+        teacher_file, corpus, student_file, tmp_path):
+    """At a rate that wrecks the student, a check within epoch 1 finds the validation loss
+    above the untrained student's: the epoch is abandoned there (parameters back, Adam's
+    moments cleared, rate halved, its steps taken back) and started again, until a rate
+    survives its checks; the run ends and resumes exactly.  Checks that pass change
+    nothing: at a sane rate the run is the one without checks, bit for bit."""
+    opts = dict(OPTS, lr=0.5, epochs=3, warmup=0.0)
+    student, train, valid = split(teacher_file, corpus, student_file)
+    trainer = Trainer(NnetForward(student.nnet), train,
+                      TrainOptions(**opts, reject_worse=True, valid_checks=3), valid)
+    untrained, seen = snapshot(trainer), []
+    before = trainer.evaluate(valid)
+
+    def on_epoch(t, stats):
+        seen.append((t.step, len(t.optimizer.state), snapshot(t)))
+
+    trainer.train(on_epoch=on_epoch)
+    h, n = trainer.history, trainer.steps_per_epoch
+    period = max(1, n // 4)
+    abandoned = [e for e in h if e.steps is not None]
+    assert abandoned and h[0].steps is not None and h[0].epoch == 1
+    for e, (step, moments, params) in zip(h, seen):
+        if e.steps is None:
+            break
+        assert e.rejected and e.steps % period == 0 and 0 < e.steps < n
+        assert e.valid_loss > before
+        assert step == 0 and moments == 0          # back to the start of epoch 1
+        for name, p in params.items():
+            assert torch.equal(p, untrained[name]), name
+    assert trainer.best.epoch > 0 and trainer.best.loss < before
+    assert trainer.lr_scale == 0.5 ** sum(e.rejected for e in h)
+    assert trainer.step == trainer.total_steps        # a surviving rate ran the schedule
+    # without checks the same rate runs epoch 1 to its end (and is rejected there)
+    student, _, _ = split(teacher_file, corpus, student_file)
+    whole = Trainer(NnetForward(student.nnet), train,
+                    TrainOptions(**opts, reject_worse=True), valid)
+    whole.train()
+    assert whole.history[0].steps is None and whole.history[0].rejected
+    # interrupted after the first abandon, resumed: the same run
+    ckpt = str(tmp_path / "run.ckpt")
+    student, _, _ = split(teacher_file, corpus, student_file)
+    first = Trainer(NnetForward(student.nnet), train,
+                    TrainOptions(**opts, reject_worse=True, valid_checks=3), valid)
+
+    def interrupt(t, loss):
+        if t.history and t.step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        first.train(ckpt, on_step=interrupt)
+    student, _, _ = split(teacher_file, corpus, student_file)
+    second = Trainer(NnetForward(student.nnet), train,
+                     TrainOptions(**opts, reject_worse=True, valid_checks=3), valid)
+    second.load(ckpt)
+    second.train()
+    assert second.history == trainer.history
+    for name, p in second.params.items():
+        assert torch.equal(p, trainer.params[name]), name
+    # a sane rate passes every check: identical to the run without checks
+    runs = []
+    for checks in (0, 3):
+        student, _, _ = split(teacher_file, corpus, student_file)
+        t = Trainer(NnetForward(student.nnet), train,
+                    TrainOptions(**OPTS, reject_worse=True, valid_checks=checks), valid)
+        t.train()
+        runs.append(t)
+    assert runs[0].history == runs[1].history
+    assert all(e.steps is None for e in runs[1].history)
+    for name, p in runs[0].params.items():
+        assert torch.equal(p, runs[1].params[name]), name
+
+
 def test_resume_with_validation_continues_the_same_run(teacher_file, corpus, student_file,
                                                        tmp_path):
     """Interrupted after the best epoch (step 5 of 8, mid-epoch 3): the checkpoint carries
@@ -455,7 +528,8 @@ def test_time_budget_starts_when_the_targets_are_ready(teacher_file, feats_args,
     ("speed", "--speed-perturb: expected distinct comma-separated factors"),
     ("speed-feats", "--speed-perturb and --volume-perturb need wav data"),
     ("volume-feats", "--speed-perturb and --volume-perturb need wav data"),
-    ("patience", "--early-stop-patience must be >= 0"),
+    ("patience", "--early-stop-patience and --valid-checks must be >= 0"),
+    ("checks", "--early-stop-patience and --valid-checks must be >= 0"),
 ])
 def test_cli_bad_input_is_one_line(nets, teacher_file, feats_args, student_file, tmp_path,
                                    run_cli, case, message):
@@ -485,6 +559,7 @@ def test_cli_bad_input_is_one_line(nets, teacher_file, feats_args, student_file,
         "speed-feats": [teacher, *feats_args, "--speed-perturb=0.9,1", str(student_file), out],
         "volume-feats": [teacher, *feats_args, "--volume-perturb", str(student_file), out],
         "patience": [*wav_args, "--early-stop-patience=-1", str(student_file), out],
+        "checks": [*wav_args, "--valid-checks=-1", str(student_file), out],
     }[case]
     rc, err = run_cli(*argv)
     assert rc == 1 and message in err and err.count("\n") == 1, err

@@ -88,6 +88,11 @@ def add_parser(sub, kaldi_bool) -> None:
                    metavar="BOOL", help="with --valid-data, undo an epoch that does not lower "
                    "the validation loss and halve the learning rate from then on (Kaldi "
                    "nnet1's newbob rule; default true)")
+    g.add_argument("--valid-checks", type=int, default=_T.valid_checks, metavar="K",
+                   help="with --reject-worse, until an epoch is kept: measure the validation "
+                   "loss K times within each epoch and abandon the epoch (undone, rate "
+                   "halved, started again) at a check above the untrained student's; "
+                   "0: only at epoch ends (default %(default)s)")
     g.add_argument("--pack-bits", default=None, metavar="B",
                    help="quantization-aware: train through the codebooks of at most 2^B "
                    "values per weight matrix that 'kaldi-compress pack --bits=B' uses "
@@ -115,7 +120,7 @@ def run(args) -> int:
                          optimizer=args.optimizer, warmup=args.warmup, final_lr=args.final_lr,
                          max_grad_norm=args.max_grad_norm, max_minutes=args.max_minutes,
                          seed=args.seed, early_stop_patience=args.early_stop_patience,
-                         reject_worse=args.reject_worse,
+                         reject_worse=args.reject_worse, valid_checks=args.valid_checks,
                          pack_bits=parse_pack_bits(args.pack_bits), loss=loss)
     finetune(FinetuneJob(
         args.teacher, args.student, args.output, model_dir=args.model_dir, data=args.data,

@@ -58,6 +58,9 @@ class TrainOptions:
     early_stop_patience: int = 0      # stop after N epochs without a better validation loss
     reject_worse: bool = False        # undo an epoch that did not lower the validation loss
     #                                   and halve the learning rate (Kaldi nnet1's newbob)
+    valid_checks: int = 0             # with reject_worse, until an epoch is kept: checks within
+    #                                   each epoch; one above the untrained student's loss
+    #                                   abandons the epoch at once
     pack_bits: int | None = None      # quantization-aware: train through pack's B-bit codebooks
     loss: LossOptions = field(default_factory=LossOptions)
 
@@ -72,9 +75,10 @@ class TrainOptions:
             raise KaldiCompressError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
         if not 0 <= self.warmup < 1 or not 0 <= self.final_lr <= 1:
             raise KaldiCompressError("--warmup must be in [0, 1) and --final-lr in [0, 1]")
-        if self.max_minutes < 0 or self.max_grad_norm < 0 or self.early_stop_patience < 0:
-            raise KaldiCompressError("--max-minutes, --max-grad-norm and "
-                                     "--early-stop-patience must be >= 0")
+        if self.max_minutes < 0 or self.max_grad_norm < 0 or self.early_stop_patience < 0 \
+                or self.valid_checks < 0:
+            raise KaldiCompressError("--max-minutes, --max-grad-norm, --early-stop-patience "
+                                     "and --valid-checks must be >= 0")
         if self.pack_bits is not None:
             check_pack_bits(self.pack_bits)
         self.loss.check()

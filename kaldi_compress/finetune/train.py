@@ -23,7 +23,12 @@ not improved on the best.  With ``reject_worse`` (the rule of Kaldi nnet1's
 rejected: the best parameters come back, the optimizer's moments are cleared and
 every later learning rate is halved (the scale compounds: 1/2, 1/4, ...).  A student
 close to its teacher needs this: at the peak rate Adam moves every weight by about
-``lr`` per step whatever the gradient, which can undo more than it learns.
+``lr`` per step whatever the gradient, which can undo more than it learns.  With
+``valid_checks`` K as well, until an epoch has been kept the validation loss is also
+measured K times within each epoch (evenly spaced); at a check where it is above the
+untrained student's, the epoch is abandoned at once: rejected as above, and started
+again from its first step at the halved rate (at most while the scale is >= 2^-10, so
+that a run always ends).
 
 The state after any step (parameters, optimizer moments, epoch and step, time
 used, the best parameters and their validation loss) can be saved as a checkpoint
@@ -69,6 +74,7 @@ from .parallel import World, all_reduce, barrier, sum_gradients
 from .qat import QuantizeAware
 
 CHECKPOINT_VERSION = 2
+MIN_LR_SCALE = 2.0 ** -10              # no checks within epochs below this rate scale
 
 
 def lr_factor(progress: float, warmup: float, final: float) -> float:
@@ -100,6 +106,7 @@ class EpochStats:
     lr: float                          # learning rate of the last step
     valid_loss: float | None = None    # loss on the validation chunks after the epoch
     rejected: bool = False             # undone (reject_worse): the best came back
+    steps: int | None = None           # abandoned after this many steps (valid_checks)
 
 
 @dataclass
@@ -346,16 +353,20 @@ class Trainer:
                         on_step(self, loss)
                     done = self.progress(elapsed()) >= 1.0
                     epoch_end = self.step % self.steps_per_epoch == 0
-                    if epoch_end or done:
-                        self._end_epoch(epoch + 1, lr, on_epoch)
-                    if checkpoint and (self._stop or epoch_end or
+                    worse = None if epoch_end or done else self._check_within()
+                    if epoch_end or done or worse is not None:
+                        self._end_epoch(epoch + 1, lr, on_epoch, worse)
+                    if worse is not None and bar is not None:
+                        bar.n = self.step        # the abandoned epoch starts again
+                        bar.refresh()
+                    if checkpoint and (self._stop or epoch_end or worse is not None or
                                        time.monotonic() - last_save > 60 * checkpoint_minutes):
                         self.save(checkpoint, elapsed())
                         last_save = time.monotonic()
                     if self._stop:
                         barrier(self.world)      # the checkpoint is written when all stop
                         raise KeyboardInterrupt
-                    if done or self.stopped_early:
+                    if done or self.stopped_early or worse is not None:
                         break
         finally:
             restore()
@@ -363,19 +374,42 @@ class Trainer:
                 bar.close()
         self.elapsed = elapsed()
 
+    def _check_within(self) -> float | None:
+        """A check within the epoch (``valid_checks``, while no epoch has been kept): the
+        validation loss if it is above the untrained student's, else None."""
+        o = self.opts
+        if not (o.reject_worse and o.valid_checks and self.valid is not None
+                and self.best is not None and self.best.epoch == 0
+                and self.lr_scale >= MIN_LR_SCALE):
+            return None
+        into = self.step % self.steps_per_epoch
+        if into % max(1, self.steps_per_epoch // (o.valid_checks + 1)):
+            return None
+        loss = self.evaluate(self.valid)
+        return loss if loss > self.best.loss else None
+
     def _end_epoch(self, epoch: int, lr: float,
-                   on_epoch: Callable[["Trainer", EpochStats], None] | None) -> None:
+                   on_epoch: Callable[["Trainer", EpochStats], None] | None,
+                   abandoned_at: float | None = None) -> None:
         """Record the epoch's mean training loss and its validation loss; with
-        ``reject_worse``, undo it if the validation loss is not the best."""
-        valid = self.validate(epoch)
+        ``reject_worse``, undo it if the validation loss is not the best.  An epoch
+        abandoned at a check (its validation loss ``abandoned_at``) is undone and its
+        steps are taken back: it starts again."""
+        steps = None
+        if abandoned_at is None:
+            valid = self.validate(epoch)
+        else:
+            valid, steps = abandoned_at, self.step % self.steps_per_epoch
         rejected = bool(self.opts.reject_worse and valid is not None and
-                        self.best.epoch != epoch)
+                        (steps is not None or self.best.epoch != epoch))
         stats = EpochStats(epoch, self._epoch_loss[0] / self._epoch_loss[1], lr, valid,
-                           rejected)
+                           rejected, steps)
         if rejected:
             self.restore_best()
             self.optimizer.state.clear()     # Adam starts its moments again
             self.lr_scale *= 0.5
+        if steps is not None:
+            self.step -= steps
         self.history.append(stats)
         self._epoch_loss = [0.0, 0]
         if on_epoch is not None:
