@@ -382,8 +382,8 @@ class Trainer:
                 and self.best is not None and self.best.epoch == 0
                 and self.lr_scale >= MIN_LR_SCALE):
             return None
-        into = self.step % self.steps_per_epoch
-        if into % max(1, self.steps_per_epoch // (o.valid_checks + 1)):
+        n, k = self.steps_per_epoch, o.valid_checks
+        if self.step % n not in {j * n // (k + 1) for j in range(1, k + 1)}:
             return None
         loss = self.evaluate(self.valid)
         return loss if loss > self.best.loss else None
