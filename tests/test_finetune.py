@@ -296,10 +296,10 @@ def test_reject_worse_undoes_the_epoch_and_halves_the_learning_rate(teacher_file
         assert torch.equal(p, trainer.params[name]), name
 
 
-def test_valid_checks_abandon_an_epoch_that_harms_the_untrained_student(
+def test_valid_checks_abandon_an_epoch_that_doubles_the_untrained_loss(
         teacher_file, corpus, student_file, tmp_path):
-    """At a rate that wrecks the student, a check within epoch 1 finds the validation loss
-    above the untrained student's: the epoch is abandoned there (parameters back, Adam's
+    """At a rate that wrecks the student, a check within epoch 1 finds twice the untrained
+    student's validation loss or more: the epoch is abandoned there (parameters back, Adam's
     moments cleared, rate halved, its steps taken back) and started again, until a rate
     survives its checks; the run ends and resumes exactly.  Checks that pass change
     nothing: at a sane rate the run is the one without checks, bit for bit."""
@@ -322,7 +322,7 @@ def test_valid_checks_abandon_an_epoch_that_harms_the_untrained_student(
         if e.steps is None:
             break
         assert e.rejected and e.steps in checks
-        assert e.valid_loss > before
+        assert e.valid_loss >= 2 * before
         assert step == 0 and moments == 0          # back to the start of epoch 1
         for name, p in params.items():
             assert torch.equal(p, untrained[name]), name

@@ -91,7 +91,8 @@ def add_parser(sub, kaldi_bool) -> None:
     g.add_argument("--valid-checks", type=int, default=_T.valid_checks, metavar="K",
                    help="with --reject-worse, until an epoch is kept: measure the validation "
                    "loss K times within each epoch and abandon the epoch (undone, rate "
-                   "halved, started again) at a check above the untrained student's; "
+                   "halved, started again) at a check that finds twice the untrained "
+                   "student's or more; "
                    "0: only at epoch ends (default %(default)s)")
     g.add_argument("--pack-bits", default=None, metavar="B",
                    help="quantization-aware: train through the codebooks of at most 2^B "

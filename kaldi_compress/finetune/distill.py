@@ -53,8 +53,8 @@ def default_train_options() -> TrainOptions:
     """The schedule ``kaldi-compress finetune`` uses unless told otherwise: 12 epochs of
     16 chunks per step, gradients clipped at norm 1, epochs that do not lower the
     validation loss undone (with the learning rate halved; until one is kept, also
-    abandoned at any of 8 checks within it that is above the untrained student), squared
-    error of centred outputs."""
+    abandoned at any of 8 checks within it that finds twice the untrained student's
+    validation loss), squared error of centred outputs."""
     return TrainOptions(epochs=12, batch_size=16, max_grad_norm=1.0, reject_worse=True,
                         valid_checks=8, loss=LossOptions(kl_weight=0.0, mse_weight=1.0))
 
@@ -262,8 +262,8 @@ def finetune(job: FinetuneJob) -> FinetuneResult:
             + with_valid(trainer.start.valid_loss), bar)
 
     def on_epoch(t: Trainer, stats) -> None:
-        where = f" abandoned after {stats.steps} steps (above the untrained student's " \
-            f"{t.best.loss:.5g})" if stats.steps is not None else ""
+        where = f" abandoned after {stats.steps} steps (twice the untrained student's " \
+            f"{t.best.loss:.5g} or more)" if stats.steps is not None else ""
         log(f"epoch {stats.epoch}/{opts.epochs}{where}: loss {stats.loss:.5g}"
             f"{with_valid(stats.valid_loss)}, lr {stats.lr:.3g}"
             + (f"; rejected: back to epoch {t.best.epoch}, learning rates x{t.lr_scale:g} "

@@ -59,8 +59,8 @@ class TrainOptions:
     reject_worse: bool = False        # undo an epoch that did not lower the validation loss
     #                                   and halve the learning rate (Kaldi nnet1's newbob)
     valid_checks: int = 0             # with reject_worse, until an epoch is kept: checks within
-    #                                   each epoch; one above the untrained student's loss
-    #                                   abandons the epoch at once
+    #                                   each epoch; one at twice the untrained student's
+    #                                   loss or more abandons the epoch at once
     pack_bits: int | None = None      # quantization-aware: train through pack's B-bit codebooks
     loss: LossOptions = field(default_factory=LossOptions)
 

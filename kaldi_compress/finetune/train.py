@@ -25,10 +25,13 @@ every later learning rate is halved (the scale compounds: 1/2, 1/4, ...).  A stu
 close to its teacher needs this: at the peak rate Adam moves every weight by about
 ``lr`` per step whatever the gradient, which can undo more than it learns.  With
 ``valid_checks`` K as well, until an epoch has been kept the validation loss is also
-measured K times within each epoch (evenly spaced); at a check where it is above the
-untrained student's, the epoch is abandoned at once: rejected as above, and started
-again from its first step at the halved rate (at most while the scale is >= 2^-10, so
-that a run always ends).
+measured K times within each epoch (evenly spaced); at a check where it is at least
+twice the untrained student's, the epoch is abandoned at once: rejected as above, and
+started again from its first step at the halved rate (at most while the scale is >=
+2^-10, so that a run always ends).  Twice, not merely above: Adam's first steps at a
+rate that works disturb a close student too (compress 0.8: 1.4 times its loss after
+193 steps at 1/8 of the peak rate, below it at the end of that epoch), while a rate
+that only harms it doubles the loss or worse (2.0-2.3 times at 1/4 .. 1).
 
 The state after any step (parameters, optimizer moments, epoch and step, time
 used, the best parameters and their validation loss) can be saved as a checkpoint
@@ -75,6 +78,7 @@ from .qat import QuantizeAware
 
 CHECKPOINT_VERSION = 2
 MIN_LR_SCALE = 2.0 ** -10              # no checks within epochs below this rate scale
+ABANDON_FACTOR = 2.0                   # a check abandons the epoch at this times the untrained
 
 
 def lr_factor(progress: float, warmup: float, final: float) -> float:
@@ -376,7 +380,8 @@ class Trainer:
 
     def _check_within(self) -> float | None:
         """A check within the epoch (``valid_checks``, while no epoch has been kept): the
-        validation loss if it is above the untrained student's, else None."""
+        validation loss if it is ``ABANDON_FACTOR`` times the untrained student's or
+        more, else None."""
         o = self.opts
         if not (o.reject_worse and o.valid_checks and self.valid is not None
                 and self.best is not None and self.best.epoch == 0
@@ -386,7 +391,7 @@ class Trainer:
         if self.step % n not in {j * n // (k + 1) for j in range(1, k + 1)}:
             return None
         loss = self.evaluate(self.valid)
-        return loss if loss > self.best.loss else None
+        return loss if loss >= ABANDON_FACTOR * self.best.loss else None
 
     def _end_epoch(self, epoch: int, lr: float,
                    on_epoch: Callable[["Trainer", EpochStats], None] | None,
