@@ -426,6 +426,8 @@ def build(system: System, models: Path, sets: DataSets, cals: Calibrations,
                           data=[str(sets.finetune)], valid_data=[str(sets.valid)],
                           train=dataclasses.replace(default_train_options(), **opts),
                           resume=Path(f"{out}.ckpt").exists(), progress=inner)
+        if job.resume:      # build_seconds then counts this process only
+            extra["resumed"] = True
         try:
             result = finetune(job)
         except KaldiCompressError as e:
