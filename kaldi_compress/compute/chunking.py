@@ -112,8 +112,9 @@ class SimpleComputer:
             row = len(ivectors) - 1
         return row
 
-    def _check(self, feats: np.ndarray, ivectors: np.ndarray | None
-               ) -> tuple[np.ndarray, np.ndarray | None]:
+    def check(self, feats: np.ndarray, ivectors: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """float32 features and i-vectors of one utterance, checked against the network."""
         feats = np.asarray(feats, dtype=np.float32)
         if feats.ndim != 2 or len(feats) == 0:
             raise KaldiCompressError("features must be a non-empty matrix")
@@ -134,6 +135,26 @@ class SimpleComputer:
                                          f"{fwd.ivector_dim}")
         return feats, ivectors
 
+    def geometry(self, chunk: Chunk, ivector: bool, min_outputs: int = 0) -> Geometry:
+        """The chunk's shape (padded to ``min_outputs`` output rows)."""
+        n = max(chunk.num_outputs, min_outputs)
+        return Geometry(-chunk.left, chunk.left + (n - 1) * self.opts.frame_subsampling_factor
+                        + chunk.right + 1, n, self.opts.frame_subsampling_factor, ivector)
+
+    def chunk_inputs(self, utterances: list[tuple[np.ndarray, np.ndarray | None]],
+                     batch: list[tuple[int, Chunk]], geom: Geometry) -> torch.Tensor:
+        """(B, num_inputs, dim): each chunk's input frames, the utterance's first and last
+        frames repeated beyond its ends (as nnet3-compute pads)."""
+        return torch.from_numpy(np.stack([utterances[u][0][np.clip(
+            np.arange(geom.num_inputs) + c.first_output - c.left,
+            0, len(utterances[u][0]) - 1)] for u, c in batch]))
+
+    def chunk_ivectors(self, utterances: list[tuple[np.ndarray, np.ndarray | None]],
+                       batch: list[tuple[int, Chunk]]) -> torch.Tensor:
+        """(B, ivector_dim): the online i-vector row each chunk reads (its middle frame's)."""
+        return torch.from_numpy(np.stack([
+            utterances[u][1][self._ivector_row(c, utterances[u][1])] for u, c in batch]))
+
     def compute(self, feats: np.ndarray, online_ivectors: np.ndarray | None = None) -> np.ndarray:
         """Network output for one utterance: (ceil(T / s), output_dim) float32."""
         return self.compute_many([(feats, online_ivectors)])[0]
@@ -143,7 +164,7 @@ class SimpleComputer:
         """Outputs of several utterances; same-shaped chunks of all of them are batched
         (undefined where ``forward.stop_after`` stopped the computation)."""
         s = self.opts.frame_subsampling_factor
-        checked = [self._check(f, i) for f, i in utterances]
+        checked = [self.check(f, i) for f, i in utterances]
         outs = [np.empty((-(-len(f) // s), self.forward.output_dim), dtype=np.float32)
                 for f, _ in checked]
         plain = self.forward.observer is None     # no observer: shortcuts allowed
@@ -151,10 +172,7 @@ class SimpleComputer:
         groups: dict[Geometry, list[tuple[int, Chunk]]] = {}
         for u, (feats, ivectors) in enumerate(checked):
             for c in self.chunks(len(feats)):
-                n = max(c.num_outputs, full)
-                geom = Geometry(-c.left, c.left + (n - 1) * s + c.right + 1, n, s,
-                                ivectors is not None)
-                groups.setdefault(geom, []).append((u, c))
+                groups.setdefault(self.geometry(c, ivectors is not None, full), []).append((u, c))
         prefix = self.prefix if plain else None
         with torch.inference_mode(), onednn_products() if plain else nullcontext():
             if prefix is not None:
@@ -174,10 +192,7 @@ class SimpleComputer:
             for geom, members in groups.items():
                 for i in range(0, len(members), self.opts.max_batch_chunks):
                     batch = members[i:i + self.opts.max_batch_chunks]
-                    ivec = None
-                    if geom.ivector:
-                        ivec = torch.from_numpy(np.stack([
-                            checked[u][1][self._ivector_row(c, checked[u][1])] for u, c in batch]))
+                    ivec = self.chunk_ivectors(checked, batch) if geom.ivector else None
                     if prefix is not None:
                         times = self.forward.plan(geom).times[prefix.node]
                         rows = np.array([origin[u] + c.first_output for u, c in batch])
@@ -186,10 +201,7 @@ class SimpleComputer:
                         given += prefix.chunk_bias(ivec)[:, None, :]
                         y = self.forward(None, ivec, geom, {prefix.node: given})
                     else:
-                        x = torch.from_numpy(np.stack([checked[u][0][np.clip(
-                            np.arange(geom.num_inputs) + c.first_output - c.left,
-                            0, len(checked[u][0]) - 1)] for u, c in batch]))
-                        y = self.forward(x, ivec, geom)
+                        y = self.forward(self.chunk_inputs(checked, batch, geom), ivec, geom)
                     if y is None:          # stopped early: the outputs stay undefined
                         continue
                     for (u, c), rows in zip(batch, y.numpy()):

@@ -109,7 +109,7 @@ class Chunker:
         spans, ivecs, masks, frames = [], [], [], []
         offset = 0
         for u in utterances:
-            feats, iv = computer._check(u.feats, u.ivectors)   # dims, i-vector presence
+            feats, iv = computer.check(u.feats, u.ivectors)   # dims, i-vector presence
             n = len(feats)
             for shift in self.shifts:
                 if shift >= n:
