@@ -122,11 +122,11 @@ def test_greedy_damage_is_the_exact_refit_residual(prepared, calibration):
     st = stats["prefinal-chain.linear"]
     w = weight(nnet.components["prefinal-chain.linear"]).astype(np.float64)
     for r in (1, 10, 40):
-        want = refit_damage(w, st.row_weight, st.covariance, np.sort(ranking.order[:r]))
+        want = refit_damage(w, st.inverse_std, st.covariance, np.sort(ranking.order[:r]))
         assert ranking.lost[r] == pytest.approx(want, rel=1e-6)
     # the first step takes the cheapest unit: alone, j costs ||D w_j||^2 / (C^{-1})_jj
     cov = st.covariance + RIDGE * np.trace(st.covariance) / 768 * np.eye(768)
-    alone = ((w * st.row_weight[:, None]) ** 2).sum(0) / np.diag(np.linalg.inv(cov)) / 64
+    alone = ((w * st.inverse_std[:, None]) ** 2).sum(0) / np.diag(np.linalg.inv(cov)) / 64
     assert ranking.order[0] == np.argmin(alone)
     assert ranking.lost[1] == pytest.approx(alone.min(), rel=1e-6)
 

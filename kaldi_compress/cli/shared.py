@@ -46,11 +46,9 @@ def add_chunking(p, frames_per_chunk: int, from_model_dir: bool) -> None:
                    "multiple of the subsampling factor and the network's modulus)")
 
 
-def add_calibration(p, required: bool, what: str, shrinkage: bool = True,
-                    row_weights: bool = True) -> None:
+def add_calibration(p, required: bool, what: str, shrinkage: bool = True) -> None:
     """``--calibration-data`` (repeatable), ``--model-dir`` for its features, ``--max-utts``
-    (and ``--shrinkage`` for the commands that fit layers to the statistics,
-    ``--row-weights`` for those whose fits weigh a layer's outputs)."""
+    (and ``--shrinkage`` for the commands that fit layers to the statistics)."""
     p.add_argument("--calibration-data", metavar="DIR", action="append", default=[],
                    required=required,
                    help=f"{what}: a dir of 16 kHz wavs (unlabeled, from the target domain; "
@@ -66,13 +64,6 @@ def add_calibration(p, required: bool, what: str, shrinkage: bool = True,
                    help="fit on the calibration statistics plus isotropic noise of A times "
                    "their mean variance: a ridge against directions the audio barely spans "
                    "(default 0)")
-    if not row_weights:
-        return
-    p.add_argument("--row-weights", choices=("std", "fisher"), default="std",
-                   help="how a data-aware fit weighs each output of a layer: by 1 / its "
-                   "standard deviation (default), or by its Fisher information, what an "
-                   "error in it costs the network's output distribution (plus 1%% of the "
-                   "layer's mean)")
 
 
 def add_width_options(p, kaldi_bool) -> None:
@@ -100,8 +91,7 @@ def calibration(args):
         raise KaldiCompressError("--calibration-data needs --model-dir")
     from ..compress.calibrate import load_calibration
     return load_calibration(args.model_dir, args.calibration_data, max_utts=args.max_utts,
-                            shrinkage=getattr(args, "shrinkage", 0.0),
-                            row_weights=getattr(args, "row_weights", "std"))
+                            shrinkage=getattr(args, "shrinkage", 0.0))
 
 
 def compress_model(args, opts, method) -> tuple[Model, int, object]:

@@ -29,8 +29,7 @@ def add_parser(sub, kaldi_bool) -> None:
                    help="numbers of cores to try when choosing shapes (default 2,3)")
     p.add_argument("--allow-svd", type=kaldi_bool, default=True, metavar="BOOL",
                    help="with a budget, a layer may be factorized by SVD instead (default true)")
-    add_calibration(p, False, "data-aware TT cores (fitted to each layer's outputs)",
-                    row_weights=False)
+    add_calibration(p, False, "data-aware TT cores (fitted to each layer's outputs)")
     add_compress_options(p, kaldi_bool, "with --tt-rank/--tt-eps, leave a layer alone if its "
                          "TT would keep more than S of its parameters (default 1.0: only "
                          "when it saves parameters)")

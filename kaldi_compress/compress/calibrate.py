@@ -73,7 +73,7 @@ class Moments:
 class UnitStats(Moments):
     """Calibration statistics of one unit: its input x, the spreads of its outputs,
     and the spliced taps of its multi-offset consumers (by consumer node)."""
-    row_weight: np.ndarray | None = None   # per row of the unit's matrix: 1 / std, or Fisher
+    row_weight: np.ndarray | None = None   # 1 / std of each row of the unit's matrix
     taps: dict[str, Moments] = field(default_factory=dict)
 
     def shrunk(self, alpha: float) -> "UnitStats":
@@ -83,9 +83,6 @@ class UnitStats(Moments):
                        taps={k: t.shrunk(alpha) for k, t in self.taps.items()})
 
 
-ROW_WEIGHTS = ("std", "fisher")
-
-
 @dataclass
 class Calibration:
     """Calibration utterances (features, online i-vectors), how to chunk them, and the
@@ -93,7 +90,6 @@ class Calibration:
     utterances: list[tuple[np.ndarray, np.ndarray | None]]
     compute_options: object = field(repr=False)   # compute.chunking.ComputeOptions
     shrinkage: float = 0.0
-    row_weights: str = "std"    # how fits weigh each output: 1 / std, or "fisher"
 
     def run(self, nnet: Nnet, observer=None, until: Iterable[str] = ()) -> list[np.ndarray]:
         """The network's outputs; ``observer(node, layer_input, output)`` sees every step
@@ -132,13 +128,10 @@ class Calibration:
 
 def load_calibration(model_dir: str | Path, data_dirs: list[str | Path], max_utts: int = 100,
                      dither: float | None = 0.0, progress: bool | None = None,
-                     shrinkage: float = 0.0, row_weights: str = "std") -> Calibration:
+                     shrinkage: float = 0.0) -> Calibration:
     """Features of up to ``max_utts`` wavs (shared out over ``data_dirs``)."""
     if shrinkage < 0:
         raise KaldiCompressError(f"--shrinkage must be >= 0, got {shrinkage}")
-    if row_weights not in ROW_WEIGHTS:
-        raise KaldiCompressError(f"--row-weights must be one of {', '.join(ROW_WEIGHTS)}, "
-                                 f"got {row_weights}")
     from ..compute.chunking import ComputeOptions
     from ..frontend.model_dir import ModelDirFrontEnd
     front = ModelDirFrontEnd(model_dir, dither)
@@ -153,7 +146,7 @@ def load_calibration(model_dir: str | Path, data_dirs: list[str | Path], max_utt
     utts = [front.features(w) for w in it]
     return Calibration(utts, ComputeOptions(
         frame_subsampling_factor=front.frame_subsampling_factor, frames_per_chunk=51,
-        online_ivector_period=front.ivector_period), shrinkage, row_weights)
+        online_ivector_period=front.ivector_period), shrinkage)
 
 
 def list_audio(data_dir: str | Path, max_utts: int) -> list[Path]:
@@ -245,32 +238,15 @@ class MomentAccumulator:
         return unit.node in self.sums and all("<out>" + c in self.counts for c in outs)
 
     def unit_stats(self, nnet: Nnet, unit: Unit) -> UnitStats:
-        d = unit_row_weights(nnet, unit, self.inverse_std)
         if unit.is_bottleneck:
+            d = np.concatenate([
+                np.tile(self.inverse_std(c), len(offsets(nnet.components[nnet.node(c).component])))
+                for c in unit.consumers])
             taps = {c: self.moments(TAPS + c) for c in unit.consumers if TAPS + c in self.sums}
             return UnitStats(self.moment(unit.node), self.mean(unit.node), row_weight=d,
                              taps=taps)
-        return UnitStats(self.moment(unit.node), self.mean(unit.node), row_weight=d)
-
-
-def unit_row_weights(nnet: Nnet, unit: Unit, per_node) -> np.ndarray:
-    """A weight per row of the unit's matrix from ``per_node(node)``, a weight per output
-    of a node: the unit's own outputs, or (bottleneck) each consumer's, once per tap."""
-    if not unit.is_bottleneck:
-        return per_node(unit.node)
-    return np.concatenate([
-        np.tile(per_node(c), len(offsets(nnet.components[nnet.node(c).component])))
-        for c in unit.consumers])
-
-
-def fisher_weights(nnet: Nnet, calibration: "Calibration", nodes: set[str]
-                   ) -> dict[str, np.ndarray]:
-    """A weight sqrt(F_ii + F_floor) per output of each node (:mod:`.fisher`; the nodes
-    the output depends on): F_floor is 1% of the node's mean, so that no output is free to
-    drift (a second-order price misses a ReLU that an error switches on)."""
-    from .fisher import fisher_diagonal
-    return {node: np.sqrt(f + 0.01 * float(f.mean()))
-            for node, f in fisher_diagonal(nnet, calibration, nodes).items()}
+        return UnitStats(self.moment(unit.node), self.mean(unit.node),
+                         row_weight=self.inverse_std(unit.node))
 
 
 def data_units(nnet: Nnet) -> list[Unit]:
@@ -285,15 +261,8 @@ def unit_statistics(nnet: Nnet, calibration: Calibration) -> dict[str, UnitStats
                             {u.node for u in units if u.kind is UnitKind.AFFINE}
                             | {c for u in units for c in u.consumers})
     calibration.run(nnet, acc)
-    stats = {u.node: acc.unit_stats(nnet, u) for u in units if acc.reached(u)}
-    if calibration.row_weights == "fisher":
-        reached = [u for u in units if u.node in stats]
-        weights = fisher_weights(nnet, calibration, {n for u in reached for n in (
-            u.consumers if u.is_bottleneck else (u.node,))})
-        for u in reached:
-            stats[u.node] = replace(stats[u.node],
-                                    row_weight=unit_row_weights(nnet, u, weights.__getitem__))
-    return {node: st.shrunk(calibration.shrinkage) for node, st in stats.items()}
+    return {u.node: acc.unit_stats(nnet, u).shrunk(calibration.shrinkage)
+            for u in units if acc.reached(u)}
 
 
 class Recorder:

@@ -78,11 +78,10 @@ class PruneOptions(WidthOptions, CompressOptions):
 
 @dataclass
 class ConsumerStats:
-    """Calibration statistics of a consumer's input z and a weight per output (1 / its
-    standard deviation, or with Fisher row weights :func:`.calibrate.fisher_weights`)."""
+    """Calibration statistics of a consumer's input z and its outputs' spread."""
     covariance: np.ndarray = field(repr=False)
     mean: np.ndarray = field(repr=False)
-    row_weight: np.ndarray = field(repr=False)
+    inverse_std: np.ndarray = field(repr=False)
 
 
 def select_spaces(nnet: Nnet, pattern: str) -> list[Space]:
@@ -118,7 +117,7 @@ def _consumer_rows(nnet: Nnet, spaces: list[Space]) -> dict[str, tuple[str, str]
 def consumer_statistics(nnet: Nnet, spaces: list[Space], calibration) -> dict[str, ConsumerStats]:
     """Per consumer node: mean and covariance of its (spliced) input (plus the
     calibration's shrinkage, :meth:`.calibrate.Moments.shrunk`), output spreads."""
-    from .calibrate import MomentAccumulator, fisher_weights
+    from .calibrate import MomentAccumulator
     wanted = _consumer_rows(nnet, spaces)
     acc = MomentAccumulator(wanted, set(wanted))
     calibration.run(nnet, acc)
@@ -127,12 +126,8 @@ def consumer_statistics(nnet: Nnet, spaces: list[Space], calibration) -> dict[st
         if node not in acc.sums:
             raise KaldiCompressError(f"calibration never computed {node} (a branch 'output' "
                                      "does not use? prepare the model for test first)")
-    weights = fisher_weights(nnet, calibration, set(wanted)) \
-        if calibration.row_weights == "fisher" else {}
-    for node in wanted:
         m = acc.moments(node).shrunk(calibration.shrinkage)
-        out[node] = ConsumerStats(m.covariance(), m.mean,
-                                  weights[node] if node in weights else acc.inverse_std(node))
+        out[node] = ConsumerStats(m.covariance(), m.mean, acc.inverse_std(node))
     return out
 
 

@@ -3,8 +3,7 @@
 A consumer c of a space reads y = W z + b; unit j of the space is the block of
 columns J_j of z (one per time offset).  Damage is measured as in
 :mod:`.prune`: the mean squared error of y per output, in units of each output's
-standard deviation, i.e. with W scaled to D W, D = diag(1 / std(y)) / sqrt(out_dim)
-(with ``--row-weights=fisher``, diag(sqrt(F_ii)) instead: :mod:`.fisher`).
+standard deviation, i.e. with W scaled to D W, D = diag(1 / std(y)) / sqrt(out_dim).
 
 * **without refit** the removed units R are replaced by their means; unit j alone
   costs s_j = sum_{col in J_j} ||D W_col||^2 Var(z_col) and units go in order of s_j
@@ -57,7 +56,7 @@ def diagonal_scores(nnet: Nnet, space: Space, stats) -> np.ndarray:
     for c in space.consumers:
         w = weight(nnet.components[nnet.node(c.node).component]).astype(np.float64)
         st = stats[c.node]
-        energy = ((w * st.row_weight[:, None]) ** 2).sum(0) * np.diag(st.covariance)
+        energy = ((w * st.inverse_std[:, None]) ** 2).sum(0) * np.diag(st.covariance)
         for s in c.starts:
             scores += energy[s:s + space.dim] / w.shape[0]
     return scores
@@ -83,7 +82,7 @@ def refit_ranking(nnet: Nnet, space: Space, stats, floor: int = 1,
         n = len(cov)
         inv = np.linalg.inv(cov + RIDGE * np.trace(cov) / max(n, 1) * np.eye(n))
         cols = np.asarray(c.starts)[:, None] + np.arange(space.dim)[None, :]  # offsets x dim
-        consumers.append(_Surgeon(w * st.row_weight[:, None] / np.sqrt(w.shape[0]), inv,
+        consumers.append(_Surgeon(w * st.inverse_std[:, None] / np.sqrt(w.shape[0]), inv,
                                   cols))
     alive = np.ones(space.dim, dtype=bool)
     order, lost = [], [0.0]
