@@ -182,6 +182,29 @@ def test_training_lowers_the_loss_and_writes_what_it_trained(teacher_file, corpu
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
+def test_sigterm_stops_after_the_step_with_a_checkpoint(teacher_file, corpus, student_file,
+                                                        tmp_path):
+    """What queue.pl or slurm send a job they stop: like the first Ctrl-C, the step ends,
+    the checkpoint is written, KeyboardInterrupt is raised, and the handlers are restored."""
+    student, chunks = prepared(teacher_file, corpus, student_file)
+    trainer = Trainer(NnetForward(student.nnet), chunks, TrainOptions(**OPTS))
+    ckpt = str(tmp_path / "run.ckpt")
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+    def term_at_4(t, loss):
+        if t.step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(ckpt, on_step=term_at_4)
+    assert trainer.step == 4 and os.path.exists(ckpt)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    again = Trainer(NnetForward(prepared(teacher_file, corpus, student_file)[0].nnet), chunks,
+                    TrainOptions(**OPTS))
+    again.load(ckpt)
+    assert again.step == 4
+
+
 def test_checkpoint_restores_exactly_and_resume_continues_the_same_run(teacher_file, corpus,
                                                                       student_file, tmp_path):
     student, chunks = prepared(teacher_file, corpus, student_file)

@@ -104,7 +104,8 @@ def add_parser(sub, kaldi_bool) -> None:
     g.add_argument("--resume", type=kaldi_bool, default=False, metavar="BOOL",
                    help="continue from OUT.ckpt")
     g.add_argument("--checkpoint-minutes", type=float, default=5.0, metavar="M",
-                   help="also write OUT.ckpt this often (besides every epoch and Ctrl-C)")
+                   help="also write OUT.ckpt this often (besides every epoch, Ctrl-C "
+                   "and SIGTERM)")
     add_num_threads(p)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where to train: auto is cuda when torch sees a GPU, else cpu "

@@ -35,8 +35,8 @@ that only harms it doubles the loss or worse (2.0-2.3 times at 1/4 .. 1).
 
 The state after any step (parameters, optimizer moments, epoch and step, time
 used, the best parameters and their validation loss) can be saved as a checkpoint
-and restored exactly; Ctrl-C finishes the current step, saves it and raises
-KeyboardInterrupt.
+and restored exactly; Ctrl-C (or SIGTERM) finishes the current step, saves it and
+raises KeyboardInterrupt.
 
 With ``pack_bits`` B (:mod:`.qat`), training and validation run through the B-bit
 codebooks ``pack`` would use (refit at the start of every epoch; straight-through
@@ -421,20 +421,28 @@ class Trainer:
             on_epoch(self, stats)
 
     def _catch_interrupt(self) -> Callable[[], None]:
-        """First Ctrl-C: stop after the current step; a second one interrupts at once."""
+        """First Ctrl-C or SIGTERM (what queue.pl/slurm send a job they stop; a job that a
+        script starts in the background ignores SIGINT): stop after the current step; a
+        second one interrupts at once."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
-        previous = signal.getsignal(signal.SIGINT)
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.getsignal(s) for s in signals}
+
+        def restore() -> None:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
         def handler(signum, frame):
             self._interrupted = True
             self._stop = self._stop or not self.world.distributed   # else: agreed per step
-            signal.signal(signal.SIGINT, previous)
-            print("kaldi-compress: stopping after this step (Ctrl-C again to abort)",
-                  file=sys.stderr)
+            restore()
+            print("kaldi-compress: stopping after this step (again to abort)", file=sys.stderr)
 
-        signal.signal(signal.SIGINT, handler)
-        return lambda: signal.signal(signal.SIGINT, previous)
+        for s in signals:
+            if previous[s] is not signal.SIG_IGN:    # a background job's SIGINT stays ignored
+                signal.signal(s, handler)
+        return restore
 
     # --- checkpoints -------------------------------------------------------------------
     def fingerprint(self) -> dict:
