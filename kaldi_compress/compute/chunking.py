@@ -99,7 +99,8 @@ class SimpleComputer:
             out.append(Chunk(start * s, n, self.context.left + left, self.context.right + right))
         return out
 
-    def _ivector_row(self, chunk: Chunk, ivectors: np.ndarray) -> int:
+    def ivector_row(self, chunk: Chunk, ivectors: np.ndarray) -> int:
+        """The online i-vector row a chunk reads: its middle output frame's."""
         period = self.opts.online_ivector_period
         last = chunk.first_output + (chunk.num_outputs - 1) * self.opts.frame_subsampling_factor
         frame = chunk.first_output + (last - chunk.first_output) // 2
@@ -141,20 +142,6 @@ class SimpleComputer:
         return Geometry(-chunk.left, chunk.left + (n - 1) * self.opts.frame_subsampling_factor
                         + chunk.right + 1, n, self.opts.frame_subsampling_factor, ivector)
 
-    def chunk_inputs(self, utterances: list[tuple[np.ndarray, np.ndarray | None]],
-                     batch: list[tuple[int, Chunk]], geom: Geometry) -> torch.Tensor:
-        """(B, num_inputs, dim): each chunk's input frames, the utterance's first and last
-        frames repeated beyond its ends (as nnet3-compute pads)."""
-        return torch.from_numpy(np.stack([utterances[u][0][np.clip(
-            np.arange(geom.num_inputs) + c.first_output - c.left,
-            0, len(utterances[u][0]) - 1)] for u, c in batch]))
-
-    def chunk_ivectors(self, utterances: list[tuple[np.ndarray, np.ndarray | None]],
-                       batch: list[tuple[int, Chunk]]) -> torch.Tensor:
-        """(B, ivector_dim): the online i-vector row each chunk reads (its middle frame's)."""
-        return torch.from_numpy(np.stack([
-            utterances[u][1][self._ivector_row(c, utterances[u][1])] for u, c in batch]))
-
     def compute(self, feats: np.ndarray, online_ivectors: np.ndarray | None = None) -> np.ndarray:
         """Network output for one utterance: (ceil(T / s), output_dim) float32."""
         return self.compute_many([(feats, online_ivectors)])[0]
@@ -192,7 +179,10 @@ class SimpleComputer:
             for geom, members in groups.items():
                 for i in range(0, len(members), self.opts.max_batch_chunks):
                     batch = members[i:i + self.opts.max_batch_chunks]
-                    ivec = self.chunk_ivectors(checked, batch) if geom.ivector else None
+                    ivec = None
+                    if geom.ivector:
+                        ivec = torch.from_numpy(np.stack([
+                            checked[u][1][self.ivector_row(c, checked[u][1])] for u, c in batch]))
                     if prefix is not None:
                         times = self.forward.plan(geom).times[prefix.node]
                         rows = np.array([origin[u] + c.first_output for u, c in batch])
@@ -201,7 +191,10 @@ class SimpleComputer:
                         given += prefix.chunk_bias(ivec)[:, None, :]
                         y = self.forward(None, ivec, geom, {prefix.node: given})
                     else:
-                        y = self.forward(self.chunk_inputs(checked, batch, geom), ivec, geom)
+                        x = torch.from_numpy(np.stack([checked[u][0][np.clip(
+                            np.arange(geom.num_inputs) + c.first_output - c.left,
+                            0, len(checked[u][0]) - 1)] for u, c in batch]))
+                        y = self.forward(x, ivec, geom)
                     if y is None:          # stopped early: the outputs stay undefined
                         continue
                     for (u, c), rows in zip(batch, y.numpy()):

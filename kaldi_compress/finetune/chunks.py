@@ -94,9 +94,8 @@ class Chunker:
         self.per_chunk = self.computer.frames_per_chunk // s
         first = self.computer.chunks(1)[0]
         self.left = first.left
-        self.geometry = Geometry(-first.left,
-                                 first.left + (self.per_chunk - 1) * s + first.right + 1,
-                                 self.per_chunk, s, fwd.ivector_dim is not None)
+        self.geometry = self.computer.geometry(first, fwd.ivector_dim is not None,
+                                               self.per_chunk)
 
     def count(self, num_frames: int) -> int:
         """How many chunks an utterance of ``num_frames`` frames gives."""
@@ -119,7 +118,7 @@ class Chunker:
                     spans.append((offset, n, c.first_output - left))
                     masks.append(np.arange(per_chunk) < c.num_outputs)
                     if iv is not None:
-                        ivecs.append(iv[computer._ivector_row(c, iv)])
+                        ivecs.append(iv[computer.ivector_row(c, iv)])
             frames.append(feats)
             offset += n
         if not spans:
