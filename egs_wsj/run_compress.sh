@@ -6,16 +6,21 @@
 # (see egs_wsj/README.md). The compressed model keeps the tree and transition model,
 # so the graphs in the tree directory are reused as they are.
 #
-# Stages: 0 compress, 1 fine-tune (--finetune kaldi|distill), 2 decode, 3 compare.
+# Stages: 0 compress (calibrated on a subset of the training data), 1 fine-tune
+# (--finetune kaldi|distill), 2 decode, 3 compare.
 #
-# e.g.: run_compress.sh --method svd --param-ratio 0.5 exp/chain/tdnn1i_sp exp/chain/tdnn1i_svd50_sp
+# e.g.: run_compress.sh --method compress --param-ratio 0.5 --finetune distill \
+#         exp/chain/tdnn1i_sp exp/chain/tdnn1i_c50_sp
 
 set -e -o pipefail
 
 # Begin configuration section.
 stage=0
-method=svd              # svd or tt: the kaldi-compress subcommand
-param_ratio=0.5         # --param-ratio of kaldi-compress svd/tt, in (0, 1]
+method=svd              # svd, tt, prune or compress: the kaldi-compress subcommand
+param_ratio=0.5         # its --param-ratio, in (0, 1]
+calibrate=true          # fit to activations on training utterances (prune and compress
+                        # always do; false: svd/tt from the weights alone)
+calibration_utts=120    # training utterances for that, evenly spaced (subset_data_dir.sh)
 finetune=none           # none, kaldi (chain training, as Kaldi's own SVD recipe) or distill
 tree_dir=               # default exp/chain${nnet3_affix}/tree_a_sp; has graph_tgpr, graph_bd_tgpr
 lat_dir=                # --finetune kaldi; default exp/chain${nnet3_affix}/tri4b_${train_set}_lats
@@ -33,7 +38,7 @@ distill_nj=1            # --finetune distill: data-parallel processes (torchrun 
 use_gpu=false           # --finetune distill: through $cuda_cmd, one GPU per process
 dry_run=false           # print the commands (prefixed '+ ') instead of running them
 # End configuration section.
-options="stage method param_ratio finetune tree_dir lat_dir egs_dir nnet3_affix train_set
+options="stage method param_ratio calibrate calibration_utts finetune tree_dir lat_dir egs_dir nnet3_affix train_set
  test_sets nj rescore xent_regularize ft_epochs ft_initial_lrate ft_final_lrate distill_nj
  use_gpu dry_run"
 
@@ -41,8 +46,11 @@ help_message="Usage: $0 [options] <src-dir> <dst-dir>
  e.g.: $0 --method svd --param-ratio 0.5 exp/chain/tdnn1i_sp exp/chain/tdnn1i_svd50_sp
 Options (--name value or --name=value):
   --stage <n>              # start from stage n: 0 compress, 1 fine-tune, 2 decode, 3 compare
-  --method <svd|tt>        # compression method (default $method)
-  --param-ratio <r>        # passed to kaldi-compress svd/tt (default $param_ratio)
+  --method <svd|tt|prune|compress>  # compression method (default $method)
+  --param-ratio <r>        # its parameter budget, a share of the source's (default $param_ratio)
+  --calibrate <true|false> # calibrate on training audio (default $calibrate; prune and
+                           # compress need it)
+  --calibration-utts <n>   # training utterances to calibrate on (default $calibration_utts)
   --finetune <none|kaldi|distill>  # fine-tuning after compression (default $finetune)
   --tree-dir <dir>         # chain tree dir with graph_tgpr and graph_bd_tgpr
   --nj <n>                 # decoding jobs (default: speakers per test set)
@@ -107,9 +115,18 @@ else  # the same rules as utils/parse_options.sh
 fi
 
 [[ $stage =~ ^-?[0-9]+$ ]] || die "--stage: expected an integer, got '$stage'"
-case "$method" in svd|tt) ;; *) die "--method: expected svd or tt, got '$method'" ;; esac
+case "$method" in svd|tt|prune|compress) ;;
+  *) die "--method: expected svd, tt, prune or compress, got '$method'" ;; esac
 case "$finetune" in none|kaldi|distill) ;;
   *) die "--finetune: expected none, kaldi or distill, got '$finetune'" ;; esac
+case "$method" in prune|compress)
+  $calibrate || die "--method $method needs --calibrate true"
+  # chain training needs output-xent, whose layers read the widths that pruning cuts
+  [ "$finetune" != kaldi ] || die "--method $method: use --finetune distill or none" \
+    "(--finetune kaldi trains the xent branch, which pruning does not keep)" ;;
+esac
+[[ $calibration_utts =~ ^[1-9][0-9]*$ ]] ||
+  die "--calibration-utts: expected a positive integer, got '$calibration_utts'"
 if ! [[ $param_ratio =~ ^[0-9]*\.?[0-9]+$ ]] ||
    ! awk "BEGIN { exit !($param_ratio > 0 && $param_ratio <= 1) }"; then
   die "--param-ratio: expected a number in (0, 1], got '$param_ratio'"
@@ -147,7 +164,7 @@ if [ "$stage" -le 1 ] && [ "$finetune" = kaldi ]; then
   need "$egs_dir" "the source model's chain egs (train with --remove-egs false, or give --egs-dir)"
   need "$train_data" "the training features"
 fi
-if [ "$stage" -le 1 ] && [ "$finetune" = distill ]; then
+if { [ "$stage" -le 1 ] && [ "$finetune" = distill ]; } || { [ "$stage" -le 0 ] && $calibrate; }; then
   need "$train_data/feats.scp" "the training features"
 fi
 if [ "$stage" -le 2 ]; then
@@ -178,6 +195,22 @@ run() {
   fi
 }
 
+# The features of a data dir as decode.sh gives them to the network (online CMN for tdnn1i).
+feats_of() {
+  local data=$1 cmvn_opts="--norm-means=false --norm-vars=false"
+  [ ! -f "$src_dir/cmvn_opts" ] || cmvn_opts=$(cat "$src_dir/cmvn_opts")
+  if [ -f "$src_dir/online_cmvn" ]; then
+    echo "ark,s,cs:apply-cmvn-online $cmvn_opts --spk2utt=ark:$data/spk2utt $src_dir/global_cmvn.stats scp:$data/feats.scp ark:- |"
+  elif [ "$cmvn_opts" != "--norm-means=false --norm-vars=false" ]; then
+    echo "ark,s,cs:apply-cmvn $cmvn_opts --utt2spk=ark:$data/utt2spk scp:$data/cmvn.scp scp:$data/feats.scp ark:- |"
+  else
+    echo "scp:$data/feats.scp"
+  fi
+}
+train_ivectors=$ivector_root/ivectors_${train_set}_hires
+ivector_period=10  # as decode.sh reads it
+[ ! -f "$train_ivectors/ivector_period" ] || ivector_period=$(cat "$train_ivectors/ivector_period")
+
 if [ "$stage" -le 0 ]; then
   run mkdir -p "$dst_dir"
   # What decoding reads from the model directory (decode.sh), and, for chain
@@ -187,11 +220,24 @@ if [ "$stage" -le 0 ]; then
   for f in $files; do
     if [ -f "$src_dir/$f" ]; then run cp "$src_dir/$f" "$dst_dir/$f"; fi
   done
+  calibration=()
+  if $calibrate; then  # evenly spaced training utterances, read as nnet3-compute reads them
+    cal_data=$dst_dir/calibration_data
+    run utils/subset_data_dir.sh "$train_data" "$calibration_utts" "$cal_data"
+    fsf=1
+    [ ! -f "$src_dir/frame_subsampling_factor" ] || fsf=$(cat "$src_dir/frame_subsampling_factor")
+    calibration=("--calibration-feats=$(feats_of "$cal_data")"
+                 "--calibration-ivectors=scp:$train_ivectors/ivector_online.scp"
+                 "--online-ivector-period=$ivector_period" "--frame-subsampling-factor=$fsf"
+                 --max-utts=0)
+  fi
   if [ "$finetune" = kaldi ]; then  # chain training needs the xent output: keep it
-    run kaldi-compress "$method" "--param-ratio=$param_ratio" "$src_dir/final.mdl" "$dst_dir/final.mdl"
+    run kaldi-compress "$method" "--param-ratio=$param_ratio" "${calibration[@]}" \
+      "$src_dir/final.mdl" "$dst_dir/final.mdl"
   else  # drop the xent branch, which only training uses, before compressing
     run kaldi-compress copy --prepare-for-test=true "$src_dir/final.mdl" "$dst_dir/prepared.mdl"
-    run kaldi-compress "$method" "--param-ratio=$param_ratio" "$dst_dir/prepared.mdl" "$dst_dir/final.mdl"
+    run kaldi-compress "$method" "--param-ratio=$param_ratio" "${calibration[@]}" \
+      "$dst_dir/prepared.mdl" "$dst_dir/final.mdl"
     run rm "$dst_dir/prepared.mdl"
   fi
 fi
@@ -228,16 +274,7 @@ if [ "$stage" -le 1 ] && [ "$finetune" = kaldi ]; then
 fi
 
 if [ "$stage" -le 1 ] && [ "$finetune" = distill ]; then
-  # The features as decode.sh gives them to the network (online CMN for tdnn1i).
-  cmvn_opts="--norm-means=false --norm-vars=false"
-  [ ! -f "$src_dir/cmvn_opts" ] || cmvn_opts=$(cat "$src_dir/cmvn_opts")
-  if [ -f "$src_dir/online_cmvn" ]; then
-    feats="ark,s,cs:apply-cmvn-online $cmvn_opts --spk2utt=ark:$train_data/spk2utt $src_dir/global_cmvn.stats scp:$train_data/feats.scp ark:- |"
-  elif [ "$cmvn_opts" != "--norm-means=false --norm-vars=false" ]; then
-    feats="ark,s,cs:apply-cmvn $cmvn_opts --utt2spk=ark:$train_data/utt2spk scp:$train_data/cmvn.scp scp:$train_data/feats.scp ark:- |"
-  else
-    feats=scp:$train_data/feats.scp
-  fi
+  feats=$(feats_of "$train_data")
   # One process by default; with --distill-nj N, N data-parallel processes under
   # torchrun (gloo on CPU, nccl on GPU; rank 0 writes), holding N slots (queue.pl
   # --num-threads N) or N GPUs (--gpu N) of the job's node.
@@ -252,8 +289,8 @@ if [ "$stage" -le 1 ] && [ "$finetune" = distill ]; then
   # shellcheck disable=SC2086  # $distill_cmd is a command with options: split on purpose
   run $distill_cmd "${slots[@]}" "$dst_dir/log/finetune.log" \
     "${launch[@]}" "--teacher=$src_dir/final.mdl" "--feats=$feats" \
-    "--online-ivectors=scp:$ivector_root/ivectors_${train_set}_hires/ivector_online.scp" \
-    --online-ivector-period=10 "${device[@]}" "$dst_dir/final.mdl" "$dst_dir/final.mdl.tuned"
+    "--online-ivectors=scp:$train_ivectors/ivector_online.scp" \
+    "--online-ivector-period=$ivector_period" "${device[@]}" "$dst_dir/final.mdl" "$dst_dir/final.mdl.tuned"
   run mv "$dst_dir/final.mdl.tuned" "$dst_dir/final.mdl"
 fi
 

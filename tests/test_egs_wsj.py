@@ -98,9 +98,10 @@ def test_dry_run_compresses_decodes_and_compares(s5):
     assert cmds[:5] == [f"mkdir -p {DST}"] + [
         f"cp {SRC}/{f} {DST}/{f}"
         for f in ("tree", "phones.txt", "frame_subsampling_factor", "cmvn_opts")]
-    assert cmds[5:8] == [
+    assert cmds[5:9] == [
+        f"utils/subset_data_dir.sh data/train_si284_sp_hires 120 {DST}/calibration_data",
         f"kaldi-compress copy --prepare-for-test=true {SRC}/final.mdl {DST}/prepared.mdl",
-        f"kaldi-compress svd --param-ratio=0.25 {DST}/prepared.mdl {DST}/final.mdl",
+        f"kaldi-compress svd --param-ratio=0.25 {CALIBRATION} {DST}/prepared.mdl {DST}/final.mdl",
         f"rm {DST}/prepared.mdl"]
     decodes = [c for c in cmds if c.startswith("steps/nnet3/decode.sh")]
     assert decodes == [decode_command(data, lm, nj) for data, nj in SPEAKERS.items()
@@ -118,15 +119,91 @@ def test_dry_run_compresses_decodes_and_compares(s5):
         f"data/lang_test_bd_fgconst data/test_eval92_hires {DST}/decode_bd_tgpr_eval92 "
         f"{DST}/decode_bd_tgpr_eval92_fg"]
     assert cmds[-1] == f"kaldi-compress compare {SRC} {DST}"
-    assert len(cmds) == 8 + 4 + 4 + 1
+    assert len(cmds) == 9 + 4 + 4 + 1
     assert not (s5 / DST).exists()          # nothing was run
+
+
+def test_dry_run_weights_only(s5):
+    cmds = commands(run(s5, "--dry-run", "true", "--calibrate", "false", SRC, DST))
+    assert cmds[5:8] == [
+        f"kaldi-compress copy --prepare-for-test=true {SRC}/final.mdl {DST}/prepared.mdl",
+        f"kaldi-compress svd --param-ratio=0.5 {DST}/prepared.mdl {DST}/final.mdl",
+        f"rm {DST}/prepared.mdl"]
+
+
+def test_pruning_is_calibrated_on_online_cmn_features_of_a_subset(s5):
+    (s5 / SRC / "online_cmvn").write_text("true\n")
+    (s5 / SRC / "cmvn_opts").write_text("--config=conf/online_cmvn.conf\n")
+    ivectors = s5 / "exp/nnet3/ivectors_train_si284_sp_hires"
+    ivectors.mkdir(parents=True)
+    (ivectors / "ivector_period").write_text("5\n")
+    cmds = commands(run(s5, "--dry-run", "true", "--method", "compress", "--calibration-utts",
+                        "300", "--finetune", "distill", SRC, DST))
+    cal = f"{DST}/calibration_data"
+    assert f"utils/subset_data_dir.sh data/train_si284_sp_hires 300 {cal}" in cmds
+    compress = next(c for c in cmds if c.startswith("kaldi-compress compress"))
+    assert compress == (
+        "kaldi-compress compress --param-ratio=0.5 '--calibration-feats=ark,s,cs:"
+        f"apply-cmvn-online --config=conf/online_cmvn.conf --spk2utt=ark:{cal}/spk2utt "
+        f"{SRC}/global_cmvn.stats scp:{cal}/feats.scp ark:- |' "
+        f"--calibration-ivectors=scp:{ivectors.relative_to(s5)}/ivector_online.scp "
+        "--online-ivector-period=5 --frame-subsampling-factor=3 --max-utts=0 "
+        f"{DST}/prepared.mdl {DST}/final.mdl")
+    finetune = next(c for c in cmds if "kaldi-compress finetune" in c)
+    assert "--online-ivector-period=5 " in finetune
+
+
+def test_the_calibration_command_runs_on_real_tables(s5, ko_model_dir, ko_wide_train):
+    """What stage 0 prints, run (but for Kaldi's subset_data_dir.sh, whose output is made
+    here from real features of the Korean model): a smaller model comes out."""
+    import shlex
+
+    from kaldi_compress.frontend.model_dir import ModelDirFrontEnd
+    from kaldi_compress.io.tables import MatrixWriter
+    from kaldi_compress.nnet3 import read_model
+
+    front = ModelDirFrontEnd(ko_model_dir, 0.0)
+    cal, ivectors = s5 / DST / "calibration_data", s5 / "exp/nnet3/ivectors_train_si284_sp_hires"
+    cal.mkdir(parents=True)
+    ivectors.mkdir(parents=True)
+    (ivectors / "ivector_period").write_text(f"{front.ivector_period}\n")
+    wavs = sorted(ko_wide_train.glob("*.wav"))[:2]
+    with MatrixWriter(f"ark:{cal / 'feats.ark'}") as f, \
+            MatrixWriter(f"ark:{ivectors / 'ivector_online.ark'}") as iv:
+        for w in wavs:
+            feats, ivecs = front.features(w)
+            f.write(w.stem, feats)
+            iv.write(w.stem, ivecs)
+    for ark in (cal / "feats.ark", ivectors / "ivector_online.ark"):
+        ark.with_suffix(".scp").write_text("".join(f"{k} {ark}:{o}\n"
+                                                   for k, o in ark_offsets(ark)))
+    cmds = commands(run(s5, "--dry-run", "true", "--method", "prune", "--param-ratio", "0.95",
+                        "--stage", "0", SRC, DST))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for c in cmds:
+        if c.startswith("kaldi-compress copy") or c.startswith("kaldi-compress prune"):
+            proc = subprocess.run(shlex.split(c), cwd=s5, capture_output=True, text=True, env=env)
+            assert proc.returncode == 0, proc.stderr
+    prepared, pruned = (read_model(str(s5 / DST / f)) for f in ("prepared.mdl", "final.mdl"))
+    assert pruned.nnet.num_parameters <= 0.95 * prepared.nnet.num_parameters
+
+
+def ark_offsets(ark: Path) -> list[tuple[str, int]]:
+    """(key, byte offset of its matrix) of a binary archive, for its scp."""
+    from kaldi_compress.io.tables import kaldi_io
+    out = []
+    with open(ark, "rb") as f:
+        while key := kaldi_io.read_key(f):
+            out.append((key, f.tell()))
+            kaldi_io.read_mat(f)
+    return out
 
 
 def test_dry_run_tt_with_kaldi_finetuning(s5):
     (s5 / SRC / "egs").mkdir()
     (s5 / SRC / "den.fst").write_bytes(b"")
-    cmds = commands(run(s5, "--dry-run=true", "--method=tt", "--finetune", "kaldi",
-                        "--nj", "4", "--rescore", "false", SRC, DST))
+    cmds = commands(run(s5, "--dry-run=true", "--method=tt", "--calibrate=false", "--finetune",
+                        "kaldi", "--nj", "4", "--rescore", "false", SRC, DST))
     assert f"cp {SRC}/den.fst {DST}/den.fst" in cmds
     i = cmds.index(f"kaldi-compress tt --param-ratio=0.5 {SRC}/final.mdl {DST}/final.mdl")
     assert not any("prepare-for-test" in c for c in cmds)   # training needs output-xent
@@ -161,6 +238,10 @@ def test_dry_run_distillation_uses_cmd_sh(s5):
     assert decode_command("test_dev93", "tgpr", 10, "'queue.pl --mem 2G'") in cmds
 
 
+CALIBRATION = (f"--calibration-feats=scp:{DST}/calibration_data/feats.scp "
+               "--calibration-ivectors=scp:exp/nnet3/ivectors_train_si284_sp_hires/"
+               "ivector_online.scp --online-ivector-period=10 --frame-subsampling-factor=3 "
+               "--max-utts=0")
 DISTILL_ARGS = (f"--teacher={SRC}/final.mdl --feats=scp:data/train_si284_sp_hires/feats.scp "
                 "--online-ivectors=scp:exp/nnet3/ivectors_train_si284_sp_hires/"
                 "ivector_online.scp --online-ivector-period=10")
@@ -210,7 +291,11 @@ def test_later_stage_starts_there(s5):
 
 @pytest.mark.parametrize("args, message", [
     (("--foo", "1"), "invalid option --foo"),
-    (("--method", "pca"), "--method: expected svd or tt, got 'pca'"),
+    (("--method", "pca"), "--method: expected svd, tt, prune or compress, got 'pca'"),
+    (("--method=prune", "--calibrate=false"), "--method prune needs --calibrate true"),
+    (("--method=compress", "--finetune=kaldi"), "--method compress: use --finetune distill or "
+     "none (--finetune kaldi trains the xent branch, which pruning does not keep)"),
+    (("--calibration-utts", "all"), "--calibration-utts: expected a positive integer, got 'all'"),
     (("--finetune=lora",), "--finetune: expected none, kaldi or distill, got 'lora'"),
     (("--dry-run", "yes"), 'expected "true" or "false": --dry-run yes'),
     (("--param-ratio", "1.5"), "--param-ratio: expected a number in (0, 1], got '1.5'"),

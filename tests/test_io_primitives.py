@@ -146,3 +146,26 @@ def test_read_input_reads_pipes_to_the_end_with_a_bound(tmp_path):
         finally:
             os.close(r)
             writer.join()
+
+
+def test_piped_tables_read_to_the_end_stop_early_or_fail_in_one_error(tmp_path):
+    """``ark:COMMAND |``: read whole, the command's success is checked; a reader that stops
+    early leaves the command to SIGPIPE without an error; a command that fails (here after
+    half of its table) is an error, not a silently shorter table."""
+    from kaldi_compress.errors import KaldiCompressError
+    from kaldi_compress.io.tables import MatrixWriter, read_matrices
+
+    ark = tmp_path / "m.ark"
+    mats = {f"u{i}": np.full((2000, 40), i, dtype=np.float32) for i in range(8)}  # 2.5 MB
+    with MatrixWriter(f"ark:{ark}") as w:
+        for k, m in mats.items():
+            w.write(k, m)
+    got = dict(read_matrices(f"ark:cat {ark} |"))
+    assert list(got) == list(mats) and all(np.array_equal(got[k], mats[k]) for k in mats)
+    first = read_matrices(f"ark,s,cs:cat {ark} |")
+    assert next(first)[0] == "u0"
+    first.close()                        # the rest unread: no error, no hang
+    half = ark.stat().st_size // 2
+    with pytest.raises(KaldiCompressError, match=r"command 'head -c \d+ .*; exit 3' failed "
+                       r"\(exit status 3\)"):
+        list(read_matrices(f"ark:head -c {half} {ark}; exit 3 |"))

@@ -115,8 +115,10 @@ def test_scp_table_streams_lazily_in_a_new_order_every_epoch(teacher_file, stude
     cut = chunker(teacher_file, student_file, shifts=(0,))
     reads = []
     from kaldi_compress.finetune import stream as stream_mod
+    from kaldi_compress.io import tables as tables_mod
     real = stream_mod.read_matrix
-    monkeypatch.setattr(stream_mod, "read_matrix", lambda rx: reads.append(rx) or real(rx))
+    for module in (stream_mod, tables_mod):          # features; i-vectors by key
+        monkeypatch.setattr(module, "read_matrix", lambda rx: reads.append(rx) or real(rx))
     stream = ChunkStream(feats, cut, cut.computer.forward, ivecs, 10, buffer=4, seed=3)
     assert stream.lengths == lengths and len(stream) == sum(cut.count(n) for n in lengths)
     assert len(reads) <= 2                   # planning read headers; the dims check one

@@ -47,17 +47,33 @@ def add_chunking(p, frames_per_chunk: int, from_model_dir: bool) -> None:
 
 
 def add_calibration(p, required: bool, what: str, shrinkage: bool = True) -> None:
-    """``--calibration-data`` (repeatable), ``--model-dir`` for its features, ``--max-utts``
-    (and ``--shrinkage`` for the commands that fit layers to the statistics)."""
+    """The calibration audio: ``--calibration-data`` (repeatable) with ``--model-dir`` for
+    its features, or Kaldi tables (``--calibration-feats``, ``--calibration-ivectors``,
+    ``--online-ivector-period``, ``--frame-subsampling-factor``); ``--max-utts`` (and
+    ``--shrinkage`` for the commands that fit layers to the statistics).  ``required``:
+    the command cannot run without them (checked by :func:`calibration`)."""
+    need = "one of --calibration-data and --calibration-feats is required; " if required else ""
+    p.set_defaults(calibration_required=required)
     p.add_argument("--calibration-data", metavar="DIR", action="append", default=[],
-                   required=required,
                    help=f"{what}: a dir of 16 kHz wavs (unlabeled, from the target domain; "
-                   "not the audio you score on); repeatable; needs --model-dir")
-    p.add_argument("--model-dir", metavar="DIR", required=required,
+                   f"not the audio you score on); repeatable; needs --model-dir; {need}")
+    p.add_argument("--model-dir", metavar="DIR",
                    help="Vosk-style model dir (conf/, ivector/) for features of "
                    "--calibration-data")
+    p.add_argument("--calibration-feats", metavar="RSPEC",
+                   help="instead of --calibration-data, as nnet3-compute reads them: a Kaldi "
+                   "feature table, e.g. scp:data/train_hires/feats.scp or 'ark:apply-cmvn-online "
+                   "... |' (from scp: lines spread evenly over the table, from ark: the first)")
+    p.add_argument("--calibration-ivectors", default="", metavar="RSPEC",
+                   help="with --calibration-feats: online i-vectors as matrices, e.g. "
+                   "scp:exp/nnet3/ivectors_train_hires/ivector_online.scp")
+    p.add_argument("--online-ivector-period", type=int, default=0, metavar="N",
+                   help="frames per row of --calibration-ivectors (the ivector_period file)")
+    p.add_argument("--frame-subsampling-factor", type=int, default=1, metavar="N",
+                   help="with --calibration-feats: output every N-th frame, as decoding does "
+                   "(3 for chain models; default 1; --model-dir's conf gives it otherwise)")
     p.add_argument("--max-utts", type=int, default=120, metavar="N",
-                   help="calibration utterances to use in all (default 120)")
+                   help="calibration utterances to use in all (default 120; 0: all)")
     if not shrinkage:
         return
     p.add_argument("--shrinkage", type=float, default=0.0, metavar="A",
@@ -84,14 +100,33 @@ def width_options(args) -> dict:
 
 
 def calibration(args):
-    """The calibration audio's features (a compress.calibrate.Calibration), or None."""
+    """The calibration utterances (a compress.calibrate.Calibration), or None."""
+    tables = [f"--{o}" for o, given in (
+        ("calibration-ivectors", args.calibration_ivectors),
+        ("online-ivector-period", args.online_ivector_period),
+        ("frame-subsampling-factor", args.frame_subsampling_factor != 1)) if given]
+    shrinkage = getattr(args, "shrinkage", 0.0)
+    if args.calibration_feats:
+        if args.calibration_data:
+            raise KaldiCompressError("give --calibration-data or --calibration-feats, not both")
+        from ..compress.calibrate import load_calibration_tables
+        return load_calibration_tables(
+            args.calibration_feats, args.calibration_ivectors, args.online_ivector_period,
+            max_utts=args.max_utts, frame_subsampling_factor=args.frame_subsampling_factor,
+            shrinkage=shrinkage)
+    if tables:
+        raise KaldiCompressError(f"{tables[0]} needs --calibration-feats")
     if not args.calibration_data:
+        if args.calibration_required:
+            raise KaldiCompressError(f"{args.command} needs calibration audio: "
+                                     "--calibration-data DIR with --model-dir DIR, or "
+                                     "--calibration-feats RSPEC")
         return None
     if not args.model_dir:
         raise KaldiCompressError("--calibration-data needs --model-dir")
     from ..compress.calibrate import load_calibration
     return load_calibration(args.model_dir, args.calibration_data, max_utts=args.max_utts,
-                            shrinkage=getattr(args, "shrinkage", 0.0))
+                            shrinkage=shrinkage)
 
 
 def compress_model(args, opts, method) -> tuple[Model, int, object]:

@@ -42,7 +42,8 @@ def run(args) -> int:
 def _run_kaldi(args) -> int:
     """``--kaldi-compatible``: Kaldi's apply-svd, with its log lines."""
     from ..compress.kaldi_svd import apply_svd_kaldi
-    if args.param_ratio is not None or args.target_params is not None or args.calibration_data:
+    if args.param_ratio is not None or args.target_params is not None or args.calibration_data \
+            or args.calibration_feats:
         raise KaldiCompressError("--kaldi-compatible takes only --bottleneck-dim or "
                                  "--energy-threshold (and --shrinkage-threshold)")
     refuse_overwrite(args)

@@ -129,13 +129,13 @@ class Calibration:
 def load_calibration(model_dir: str | Path, data_dirs: list[str | Path], max_utts: int = 100,
                      dither: float | None = 0.0, progress: bool | None = None,
                      shrinkage: float = 0.0) -> Calibration:
-    """Features of up to ``max_utts`` wavs (shared out over ``data_dirs``)."""
+    """Features of up to ``max_utts`` wavs (shared out over ``data_dirs``; 0: all)."""
     if shrinkage < 0:
         raise KaldiCompressError(f"--shrinkage must be >= 0, got {shrinkage}")
     from ..compute.chunking import ComputeOptions
     from ..frontend.model_dir import ModelDirFrontEnd
     front = ModelDirFrontEnd(model_dir, dither)
-    per_dir = max(1, max_utts // max(1, len(data_dirs)))
+    per_dir = max(1, max_utts // max(1, len(data_dirs))) if max_utts > 0 else 0
     wavs = [w for d in data_dirs for w in list_audio(d, per_dir)]
     if progress is None:
         progress = sys.stderr.isatty()
@@ -149,16 +149,53 @@ def load_calibration(model_dir: str | Path, data_dirs: list[str | Path], max_utt
         online_ivector_period=front.ivector_period), shrinkage)
 
 
+def load_calibration_tables(feats: str, ivectors: str = "", ivector_period: int = 0,
+                            max_utts: int = 120, frame_subsampling_factor: int = 1,
+                            frames_per_chunk: int = 51, shrinkage: float = 0.0) -> Calibration:
+    """Calibration utterances from Kaldi tables, as ``nnet3-compute`` reads them: features
+    (``scp:data/train_hires/feats.scp``, or a piped ``ark:apply-cmvn-online ... |``) and
+    online i-vectors by utterance (``scp:.../ivector_online.scp``, one row per
+    ``ivector_period`` frames).  Up to ``max_utts`` non-empty utterances with i-vectors
+    (0: all): from an ``scp:`` table the lines i * n / max_utts, as :func:`list_audio`
+    spreads wavs; from an ``ark:`` (read in order) the first ones, the rest unread."""
+    from ..compute.chunking import ComputeOptions
+    from ..io.tables import (RandomAccessMatrixReader, read_matrices, read_matrix,
+                             scp_entries, usable_utterances)
+    if shrinkage < 0:
+        raise KaldiCompressError(f"--shrinkage must be >= 0, got {shrinkage}")
+    if ivectors and ivector_period <= 0:
+        raise KaldiCompressError("--calibration-ivectors needs --online-ivector-period > 0")
+    if frame_subsampling_factor < 1 or frames_per_chunk < 1:
+        raise KaldiCompressError("--frame-subsampling-factor and --frames-per-chunk must be "
+                                 ">= 1")
+    table = RandomAccessMatrixReader(ivectors) if ivectors else None
+    entries = scp_entries(feats)
+    if entries is None:
+        items = ((key, len(m), m) for key, m in read_matrices(feats))
+    else:
+        items = ((key, len(m), m) for key, rx in evenly_spaced(entries, max_utts)
+                 for m in (read_matrix(rx),))
+    utts = [(m, None if table is None else table[key])
+            for key, m in usable_utterances(items, table, feats, limit=max(max_utts, 0))]
+    return Calibration(utts, ComputeOptions(
+        frame_subsampling_factor=frame_subsampling_factor, frames_per_chunk=frames_per_chunk,
+        online_ivector_period=ivector_period if ivectors else 0), shrinkage)
+
+
 def list_audio(data_dir: str | Path, max_utts: int) -> list[Path]:
-    """Up to ``max_utts`` wavs spread evenly over the directory's sorted list (files
-    i * n / max_utts): corpora sort by speaker, and the first files would be a few
-    speakers only."""
+    """Up to ``max_utts`` wavs spread evenly over the directory's sorted list:
+    corpora sort by speaker, and the first files would be a few speakers only."""
     wavs = sorted(Path(data_dir).glob("*.wav"))
     if not wavs:
         raise KaldiCompressError(f"{data_dir}: no .wav files for calibration")
-    if max_utts <= 0 or max_utts >= len(wavs):
-        return wavs
-    return [wavs[i * len(wavs) // max_utts] for i in range(max_utts)]
+    return evenly_spaced(wavs, max_utts)
+
+
+def evenly_spaced(items: list, n: int) -> list:
+    """Items i * len / n for i < n (all of them when n <= 0 or n >= len)."""
+    if n <= 0 or n >= len(items):
+        return items
+    return [items[i * len(items) // n] for i in range(n)]
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:

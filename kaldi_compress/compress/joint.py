@@ -65,8 +65,8 @@ def joint_compress(nnet: Nnet, opts: JointOptions) -> list[Stage]:
     """Compress ``nnet`` in place under one budget; the widths step, then the ranks."""
     opts.check()
     if opts.calibration is None:
-        raise KaldiCompressError("compress needs calibration data (--calibration-data and "
-                                 "--model-dir)")
+        raise KaldiCompressError("compress needs calibration data (load_calibration or "
+                                 "load_calibration_tables)")
     budget = opts.budget_params(nnet.num_parameters)
     stages = []
     if "prune" in opts.methods:

@@ -328,8 +328,8 @@ def prune_compress(nnet: Nnet, opts: PruneOptions) -> list[LayerReport]:
     """Prune ``nnet`` in place; one report row per width space considered."""
     opts.check()
     if opts.calibration is None:
-        raise KaldiCompressError("pruning needs calibration data (--calibration-data and "
-                                 "--model-dir)")
+        raise KaldiCompressError("pruning needs calibration data (load_calibration or "
+                                 "load_calibration_tables)")
     if opts.budget:
         plan = plan_pruning(nnet, opts.components, opts.calibration, opts.refit,
                             opts.min_width, opts.progress)

@@ -82,7 +82,7 @@ def wav_corpus(model_dir: str | Path, data_dirs: list[str | Path], dither: float
 
 def table_corpus(feats_rspec: str, ivectors_rspec: str = "", ivector_period: int = 0) -> Corpus:
     """Features of a Kaldi table, with online i-vectors from another table (same keys)."""
-    from ..io.tables import read_matrices, read_matrix_dict
+    from ..io.tables import read_matrices, read_matrix_dict, usable_utterances
 
     if ivectors_rspec and ivector_period <= 0:
         raise KaldiCompressError("--online-ivectors needs --online-ivector-period > 0")
@@ -91,27 +91,3 @@ def table_corpus(feats_rspec: str, ivectors_rspec: str = "", ivector_period: int
     utts = [Utterance(key, feats, None if ivectors is None else ivectors[key])
             for key, feats in usable_utterances(items, ivectors, feats_rspec)]
     return Corpus(utts, ivector_period if ivectors is not None else 0)
-
-
-def usable_utterances(items, ivectors, feats_rspec: str):
-    """(key, value) of the (key, num_frames, value) items of a table that are not empty
-    and, if ``ivectors`` (anything with ``in``) is given, have online i-vectors.  Once
-    all are read: a warning about the skipped ones, an error if none is usable."""
-    used, missing = 0, []
-    for key, num_frames, value in items:
-        if num_frames == 0:
-            continue
-        if ivectors is not None and key not in ivectors:
-            missing.append(key)
-            continue
-        used += 1
-        yield key, value
-    if missing and not used:
-        raise KaldiCompressError(f"no online i-vectors for any utterance of {feats_rspec} "
-                                 f"(first: {missing[0]})")
-    if missing:
-        import warnings
-        warnings.warn(f"{len(missing)} utterances have no online i-vector and are skipped "
-                      f"(first: {missing[0]})")
-    if not used:
-        raise KaldiCompressError(f"{feats_rspec}: no non-empty utterances")

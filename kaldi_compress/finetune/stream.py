@@ -36,9 +36,10 @@ from typing import Iterator
 import torch
 
 from ..errors import KaldiCompressError
-from ..io.tables import matrix_rows, read_matrices, read_matrix, read_matrix_dict, scp_entries
+from ..io.tables import (RandomAccessMatrixReader, matrix_rows, read_matrices, read_matrix,
+                         scp_entries, usable_utterances)
 from .chunks import Chunker, to_device
-from .data import Utterance, usable_utterances
+from .data import Utterance
 from .options import DEFAULT_SHUFFLE_BUFFER
 from .parallel import World
 
@@ -53,21 +54,6 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.feats)
-
-
-class IvectorTable:
-    """Online i-vectors by key: read on demand from an ``scp:``, held from an ``ark:``."""
-
-    def __init__(self, rspecifier: str):
-        entries = scp_entries(rspecifier)
-        self.where = dict(entries) if entries is not None else None
-        self.held = read_matrix_dict(rspecifier) if entries is None else None
-
-    def __contains__(self, key: str) -> bool:
-        return key in (self.held if self.where is None else self.where)
-
-    def __getitem__(self, key: str):
-        return self.held[key] if self.where is None else read_matrix(self.where[key])
 
 
 def shuffled(items, size: int, g: torch.Generator) -> Iterator:
@@ -96,7 +82,7 @@ class ChunkStream:
             raise KaldiCompressError("--shuffle-buffer must be >= 1")
         self.rspec, self.chunker, self.teacher = feats_rspec, chunker, teacher
         self.buffer, self.seed, self.device = buffer, seed, device
-        self.ivectors = IvectorTable(ivectors_rspec) if ivectors_rspec else None
+        self.ivectors = RandomAccessMatrixReader(ivectors_rspec) if ivectors_rspec else None
         self.ivector_period = ivector_period if ivectors_rspec else 0
         entries = scp_entries(feats_rspec)
         if entries is None:

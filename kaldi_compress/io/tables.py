@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import subprocess
 import sys
 import tempfile
 from typing import BinaryIO, Iterator
@@ -54,15 +55,41 @@ def _split(spec: str, what: str) -> tuple[str, set[str], str]:
 
 
 def read_matrices(rspecifier: str) -> Iterator[tuple[str, np.ndarray]]:
-    """(key, matrix) pairs of a Kaldi rspecifier, in order."""
+    """(key, matrix) pairs of a Kaldi rspecifier, in order.  A reader that stops early
+    leaves the rest unread (a piped command then ends on SIGPIPE, as under Kaldi)."""
     kind, _, target = _split(rspecifier, "rspecifier")
-    source = sys.stdin.buffer if target == "-" else target
     reader = kaldi_io.read_mat_ark if kind == "ark" else kaldi_io.read_mat_scp
     try:
-        for key, mat in reader(source):
-            yield key, np.asarray(mat, dtype=np.float32)
+        with _source(target) as source:
+            for key, mat in reader(source):
+                yield key, np.asarray(mat, dtype=np.float32)
     except (OSError, ValueError, AssertionError, UnicodeDecodeError) as e:
         raise KaldiCompressError(f"cannot read {rspecifier}: {e}") from None
+
+
+@contextlib.contextmanager
+def _source(target: str):
+    """What kaldi-io reads: stdin for ``-``, the output of ``COMMAND |`` (run here, not by
+    kaldi-io, whose thread only prints a command's failure: a command that fails before
+    the table's end is an error), else the file name."""
+    if target == "-":
+        yield sys.stdin.buffer
+        return
+    if not target.rstrip().endswith("|"):
+        yield target
+        return
+    command = target.rstrip()[:-1]
+    proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE)
+    read_to_end = False
+    try:
+        yield proc.stdout
+        read_to_end = True
+    finally:
+        proc.stdout.close()
+        status = proc.wait()
+    if read_to_end and status != 0:
+        raise KaldiCompressError(f"command '{command.strip()}' failed (exit status {status}); "
+                                 "its table may be incomplete")
 
 
 def read_matrix_dict(rspecifier: str) -> dict[str, np.ndarray]:
@@ -99,6 +126,49 @@ def read_matrix(rxfile: str) -> np.ndarray:
     if ranges is not None:
         mat = mat[ranges]
     return np.ascontiguousarray(mat, dtype=np.float32)
+
+
+class RandomAccessMatrixReader:
+    """Matrices by key (Kaldi's RandomAccessBaseFloatMatrixReader): read on demand from an
+    ``scp:``, held in memory from an ``ark:`` (which can only be read in order)."""
+
+    def __init__(self, rspecifier: str):
+        entries = scp_entries(rspecifier)
+        self.where = dict(entries) if entries is not None else None
+        self.held = read_matrix_dict(rspecifier) if entries is None else None
+
+    def __contains__(self, key: str) -> bool:
+        return key in (self.held if self.where is None else self.where)
+
+    def __getitem__(self, key: str):
+        return self.held[key] if self.where is None else read_matrix(self.where[key])
+
+
+def usable_utterances(items, ivectors, feats_rspec: str, limit: int = 0):
+    """(key, value) of the (key, num_frames, value) items of a table that are not empty
+    and, if ``ivectors`` (anything with ``in``) is given, have online i-vectors; with
+    ``limit`` > 0 the first ``limit`` of them only (the rest is not read).  At the end: a
+    warning about the skipped ones, an error if none is usable."""
+    used, missing = 0, []
+    for key, num_frames, value in items:
+        if num_frames == 0:
+            continue
+        if ivectors is not None and key not in ivectors:
+            missing.append(key)
+            continue
+        used += 1
+        yield key, value
+        if used == limit:
+            break
+    if missing and not used:
+        raise KaldiCompressError(f"no online i-vectors for any utterance of {feats_rspec} "
+                                 f"(first: {missing[0]})")
+    if missing:
+        import warnings
+        warnings.warn(f"{len(missing)} utterances have no online i-vector and are skipped "
+                      f"(first: {missing[0]})")
+    if not used:
+        raise KaldiCompressError(f"{feats_rspec}: no non-empty utterances")
 
 
 def matrix_rows(rxfile: str) -> int:
