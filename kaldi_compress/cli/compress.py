@@ -1,5 +1,6 @@
 """``kaldi-compress compress --param-ratio=R [--methods=svd,prune,tt] (--calibration-data DIR
---model-dir DIR | --calibration-feats RSPEC) IN OUT``: widths, ranks and TT under one parameter budget."""
+--model-dir DIR | --calibration-feats RSPEC) IN OUT``: widths, ranks and TT under one parameter
+budget."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """``kaldi-compress prune [options] (--calibration-data DIR --model-dir DIR |
---calibration-feats RSPEC) IN OUT``: structured width pruning (hidden units of the 768-wide layers and the residual stream)."""
+--calibration-feats RSPEC) IN OUT``: structured width pruning (hidden units of the 768-wide
+layers and the residual stream)."""
 from __future__ import annotations
 
 from .shared import (add_calibration, add_compress_options, add_width_options, common_options,
