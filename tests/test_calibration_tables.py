@@ -117,7 +117,9 @@ def test_prune_from_tables_writes_the_bytes_of_prune_from_wavs(prepared, wav_dir
 
 @pytest.mark.parametrize("args,msg", [
     (["--calibration-feats=scp:{d}/feats.scp", "--calibration-data={d}"],
-     "give --calibration-data or --calibration-feats, not both"),
+     "give --calibration-data (with --model-dir) or --calibration-feats, not both"),
+    (["--calibration-feats=scp:{d}/feats.scp", "--model-dir={d}"],
+     "give --calibration-data (with --model-dir) or --calibration-feats, not both"),
     (["--calibration-feats=scp:{d}/feats.scp", "--calibration-ivectors=scp:{d}/ivectors.scp"],
      "--calibration-ivectors needs --online-ivector-period > 0"),
     (["--calibration-data={d}", "--model-dir={d}", "--online-ivector-period=10"],

@@ -52,11 +52,11 @@ def add_calibration(p, required: bool, what: str, shrinkage: bool = True) -> Non
     ``--online-ivector-period``, ``--frame-subsampling-factor``); ``--max-utts`` (and
     ``--shrinkage`` for the commands that fit layers to the statistics).  ``required``:
     the command cannot run without them (checked by :func:`calibration`)."""
-    need = "one of --calibration-data and --calibration-feats is required; " if required else ""
+    need = "; this or --calibration-feats is required" if required else ""
     p.set_defaults(calibration_required=required)
     p.add_argument("--calibration-data", metavar="DIR", action="append", default=[],
                    help=f"{what}: a dir of 16 kHz wavs (unlabeled, from the target domain; "
-                   f"not the audio you score on); repeatable; needs --model-dir; {need}")
+                   f"not the audio you score on); repeatable; needs --model-dir{need}")
     p.add_argument("--model-dir", metavar="DIR",
                    help="Vosk-style model dir (conf/, ivector/) for features of "
                    "--calibration-data")
@@ -107,8 +107,9 @@ def calibration(args):
         ("frame-subsampling-factor", args.frame_subsampling_factor != 1)) if given]
     shrinkage = getattr(args, "shrinkage", 0.0)
     if args.calibration_feats:
-        if args.calibration_data:
-            raise KaldiCompressError("give --calibration-data or --calibration-feats, not both")
+        if args.calibration_data or args.model_dir:
+            raise KaldiCompressError("give --calibration-data (with --model-dir) or "
+                                     "--calibration-feats, not both")
         from ..compress.calibrate import load_calibration_tables
         return load_calibration_tables(
             args.calibration_feats, args.calibration_ivectors, args.online_ivector_period,
