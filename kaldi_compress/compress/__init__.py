@@ -12,8 +12,8 @@ Modules:
 * methods: :mod:`.svd` (SVD bottlenecks), :mod:`.kaldi_svd` (exactly Kaldi's
   apply-svd), :mod:`.tt_compress` (tensor-train layers; math in :mod:`.tt`, the Kaldi
   components in :mod:`.tt_kaldi`);
-* data-aware: :mod:`.calibrate` (activation statistics), :mod:`.sensitivity`
-  (how a unit's error grows to the output).
+* data-aware: :mod:`.calibrate` (calibration utterances from wavs or Kaldi tables,
+  activation statistics), :mod:`.sensitivity` (how a unit's error grows to the output).
 
 How a method plugs in (what the next one, e.g. structured width pruning, writes):
 
