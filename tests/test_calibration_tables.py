@@ -13,8 +13,8 @@ import pytest
 from kaldi_compress.compress.calibrate import load_calibration, load_calibration_tables
 from kaldi_compress.compress.prune import PruneOptions, prune_compress
 from kaldi_compress.frontend.model_dir import ModelDirFrontEnd
-from kaldi_compress.io.tables import kaldi_io
 from kaldi_compress.nnet3 import read_model, write_model
+from arks import write_ark_scp
 
 N_WAVS = 6
 
@@ -36,13 +36,8 @@ def tables(wav_dir, ko_model_dir, tmp_path_factory) -> dict:
     front = ModelDirFrontEnd(ko_model_dir, 0.0)
     feats = {w.stem: front.features(w) for w in sorted(wav_dir.glob("*.wav"))}
     for name, which in (("feats", 0), ("ivectors", 1)):
-        with open(d / f"{name}.ark", "wb") as ark, open(d / f"{name}.scp", "w") as scp:
-            for key, pair in feats.items():
-                ark.write(f"{key} ".encode())
-                scp.write(f"{key} {d / name}.ark:{ark.tell()}\n")
-                kaldi_io.write_mat(ark, pair[which])
-    return {"dir": d, "period": front.ivector_period, "fsf": front.frame_subsampling_factor,
-            "keys": list(feats)}
+        write_ark_scp(d / f"{name}.ark", {key: pair[which] for key, pair in feats.items()})
+    return {"dir": d, "period": front.ivector_period, "fsf": front.frame_subsampling_factor}
 
 
 def table_calibration(tables, kind: str = "scp", **kw):

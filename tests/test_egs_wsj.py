@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from arks import write_ark_scp
 
 SCRIPT = Path(__file__).resolve().parents[1] / "egs_wsj" / "run_compress.sh"
 SRC, DST = "exp/chain/tdnn1i_sp", "exp/chain/tdnn1i_svd25_sp"
@@ -159,7 +160,6 @@ def test_the_calibration_command_runs_on_real_tables(s5, ko_model_dir, ko_wide_t
     import shlex
 
     from kaldi_compress.frontend.model_dir import ModelDirFrontEnd
-    from kaldi_compress.io.tables import MatrixWriter
     from kaldi_compress.nnet3 import read_model
 
     front = ModelDirFrontEnd(ko_model_dir, 0.0)
@@ -167,16 +167,9 @@ def test_the_calibration_command_runs_on_real_tables(s5, ko_model_dir, ko_wide_t
     cal.mkdir(parents=True)
     ivectors.mkdir(parents=True)
     (ivectors / "ivector_period").write_text(f"{front.ivector_period}\n")
-    wavs = sorted(ko_wide_train.glob("*.wav"))[:2]
-    with MatrixWriter(f"ark:{cal / 'feats.ark'}") as f, \
-            MatrixWriter(f"ark:{ivectors / 'ivector_online.ark'}") as iv:
-        for w in wavs:
-            feats, ivecs = front.features(w)
-            f.write(w.stem, feats)
-            iv.write(w.stem, ivecs)
-    for ark in (cal / "feats.ark", ivectors / "ivector_online.ark"):
-        ark.with_suffix(".scp").write_text("".join(f"{k} {ark}:{o}\n"
-                                                   for k, o in ark_offsets(ark)))
+    features = {w.stem: front.features(w) for w in sorted(ko_wide_train.glob("*.wav"))[:2]}
+    write_ark_scp(cal / "feats.ark", {k: f for k, (f, _) in features.items()})
+    write_ark_scp(ivectors / "ivector_online.ark", {k: iv for k, (_, iv) in features.items()})
     cmds = commands(run(s5, "--dry-run", "true", "--method", "prune", "--param-ratio", "0.95",
                         "--stage", "0", SRC, DST))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -187,16 +180,6 @@ def test_the_calibration_command_runs_on_real_tables(s5, ko_model_dir, ko_wide_t
     prepared, pruned = (read_model(str(s5 / DST / f)) for f in ("prepared.mdl", "final.mdl"))
     assert pruned.nnet.num_parameters <= 0.95 * prepared.nnet.num_parameters
 
-
-def ark_offsets(ark: Path) -> list[tuple[str, int]]:
-    """(key, byte offset of its matrix) of a binary archive, for its scp."""
-    from kaldi_compress.io.tables import kaldi_io
-    out = []
-    with open(ark, "rb") as f:
-        while key := kaldi_io.read_key(f):
-            out.append((key, f.tell()))
-            kaldi_io.read_mat(f)
-    return out
 
 
 def test_dry_run_tt_with_kaldi_finetuning(s5):

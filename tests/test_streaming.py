@@ -15,8 +15,9 @@ from kaldi_compress.errors import KaldiCompressError
 from kaldi_compress.finetune import (Chunker, ChunkStream, Trainer, TrainOptions,
                                      network_outputs)
 from kaldi_compress.finetune.stream import shuffled
-from kaldi_compress.io.tables import kaldi_io, matrix_rows, scp_entries
+from kaldi_compress.io.tables import matrix_rows, scp_entries
 from kaldi_compress.nnet3 import read_model
+from arks import write_ark_scp
 from test_finetune import (OPTS, corpus, feats_args, nets, run_cli,  # noqa: F401 (fixtures)
                            run_interrupted, student_file, teacher_file)
 
@@ -94,15 +95,9 @@ def test_small_buffer_gives_every_chunk_once_and_resumes_mid_epoch(teacher_file,
 def write_table(path, lengths, dim, seed=0, period=0) -> str:
     """An ark and its scp of random matrices (every ``period``-th row with a period)."""
     rng = np.random.default_rng(seed)
-    ark = path.with_suffix(".ark")
-    with open(ark, "wb") as f, open(path.with_suffix(".scp"), "w") as scp:
-        for i, n in enumerate(lengths):
-            key = f"utt{i:03d}"
-            rows = -(-n // period) if period else n
-            f.write(f"{key} ".encode())
-            scp.write(f"{key} {ark}:{f.tell()}\n")
-            kaldi_io.write_mat(f, rng.normal(size=(rows, dim)).astype(np.float32))
-    return f"scp:{path.with_suffix('.scp')}"
+    mats = {f"utt{i:03d}": rng.normal(size=(-(-n // period) if period else n, dim)
+                                      ).astype(np.float32) for i, n in enumerate(lengths)}
+    return f"scp:{write_ark_scp(path.with_suffix('.ark'), mats)}"
 
 
 def test_scp_table_streams_lazily_in_a_new_order_every_epoch(teacher_file, student_file,
