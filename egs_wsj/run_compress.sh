@@ -38,9 +38,9 @@ distill_nj=1            # --finetune distill: data-parallel processes (torchrun 
 use_gpu=false           # --finetune distill: through $cuda_cmd, one GPU per process
 dry_run=false           # print the commands (prefixed '+ ') instead of running them
 # End configuration section.
-options="stage method param_ratio calibrate calibration_utts finetune tree_dir lat_dir egs_dir nnet3_affix train_set
- test_sets nj rescore xent_regularize ft_epochs ft_initial_lrate ft_final_lrate distill_nj
- use_gpu dry_run"
+options="stage method param_ratio calibrate calibration_utts finetune tree_dir lat_dir egs_dir
+ nnet3_affix train_set test_sets nj rescore xent_regularize ft_epochs ft_initial_lrate
+ ft_final_lrate distill_nj use_gpu dry_run"
 
 help_message="Usage: $0 [options] <src-dir> <dst-dir>
  e.g.: $0 --method svd --param-ratio 0.5 exp/chain/tdnn1i_sp exp/chain/tdnn1i_svd50_sp
@@ -290,7 +290,8 @@ if [ "$stage" -le 1 ] && [ "$finetune" = distill ]; then
   run $distill_cmd "${slots[@]}" "$dst_dir/log/finetune.log" \
     "${launch[@]}" "--teacher=$src_dir/final.mdl" "--feats=$feats" \
     "--online-ivectors=scp:$train_ivectors/ivector_online.scp" \
-    "--online-ivector-period=$ivector_period" "${device[@]}" "$dst_dir/final.mdl" "$dst_dir/final.mdl.tuned"
+    "--online-ivector-period=$ivector_period" "${device[@]}" \
+    "$dst_dir/final.mdl" "$dst_dir/final.mdl.tuned"
   run mv "$dst_dir/final.mdl.tuned" "$dst_dir/final.mdl"
 fi
 
