@@ -169,3 +169,32 @@ def test_piped_tables_read_to_the_end_stop_early_or_fail_in_one_error(tmp_path):
     with pytest.raises(KaldiCompressError, match=r"command 'head -c \d+ .*; exit 3' failed "
                        r"\(exit status 3\)"):
         list(read_matrices(f"ark:head -c {half} {ark}; exit 3 |"))
+
+
+def test_scp_tables_fail_on_an_unreadable_matrix_and_stop_early_quietly(tmp_path, capfd):
+    """An scp line whose matrix cannot be read is an error naming it (kaldi-io's own scp
+    reader skipped it with a note on stdout, which ``compute ... ark:-`` writes to); a
+    reader that stops early closes the table without a word; scp lines from a pipe."""
+    import warnings
+    from kaldi_compress.errors import KaldiCompressError
+    from kaldi_compress.io.tables import read_matrices
+    from arks import write_ark_scp
+
+    mats = {f"u{i}": np.full((3, 2), i, dtype=np.float32) for i in range(3)}
+    scp = write_ark_scp(tmp_path / "m.ark", mats)
+    got = dict(read_matrices(f"scp:{scp}"))
+    assert list(got) == list(mats) and all(np.array_equal(got[k], mats[k]) for k in mats)
+    assert list(dict(read_matrices(f"scp:cat {scp} |"))) == list(mats)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = read_matrices(f"scp:{scp}")
+        assert next(first)[0] == "u0"
+        first.close()
+    bad = tmp_path / "bad.scp"
+    bad.write_text(scp.read_text() + f"u9 {tmp_path / 'gone.ark'}:15\n")
+    with pytest.raises(KaldiCompressError, match=r"cannot read .*gone\.ark:15"):
+        list(read_matrices(f"scp:{bad}"))
+    bad.write_text("u0\n")
+    with pytest.raises(KaldiCompressError, match=r"bad\.scp: line 1: expected 'key rxfile'"):
+        list(read_matrices(f"scp:{bad}"))
+    assert capfd.readouterr().out == ""

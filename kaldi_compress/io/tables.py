@@ -58,13 +58,28 @@ def read_matrices(rspecifier: str) -> Iterator[tuple[str, np.ndarray]]:
     """(key, matrix) pairs of a Kaldi rspecifier, in order.  A reader that stops early
     leaves the rest unread (a piped command then ends on SIGPIPE, as under Kaldi)."""
     kind, _, target = _split(rspecifier, "rspecifier")
-    reader = kaldi_io.read_mat_ark if kind == "ark" else kaldi_io.read_mat_scp
     try:
         with _source(target) as source:
-            for key, mat in reader(source):
+            if kind == "scp":
+                yield from _scp_matrices(source, target)
+                return
+            for key, mat in kaldi_io.read_mat_ark(source):
                 yield key, np.asarray(mat, dtype=np.float32)
     except (OSError, ValueError, AssertionError, UnicodeDecodeError) as e:
         raise KaldiCompressError(f"cannot read {rspecifier}: {e}") from None
+
+
+def _scp_matrices(source, target: str) -> Iterator[tuple[str, np.ndarray]]:
+    """The matrices of an scp's lines (``key rxfile``), read one by one.  Not kaldi-io's
+    read_mat_scp, which skips a matrix it cannot read with a note on stdout."""
+    with (open(source, "rb") if isinstance(source, str) else contextlib.nullcontext(source)
+          ) as lines:
+        for n, raw in enumerate(lines, 1):
+            parts = raw.decode("utf-8", "replace").split(None, 1)
+            if len(parts) == 1:
+                raise KaldiCompressError(f"{target}: line {n}: expected 'key rxfile'")
+            if parts:
+                yield parts[0], read_matrix(parts[1].strip())
 
 
 @contextlib.contextmanager
