@@ -9,7 +9,9 @@ Over all frames t of all utterances, for base outputs b_t and other outputs o_t:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -38,24 +40,57 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(1, keepdims=True))
 
 
+class _Sums:
+    """Running sums of the three metrics over pairs of output matrices."""
+
+    def __init__(self) -> None:
+        self.signal = self.noise = self.kl = 0.0
+        self.agree = self.frames = self.utterances = 0
+
+    def add(self, b: np.ndarray, o: np.ndarray) -> None:
+        if b.shape != o.shape:
+            raise KaldiCompressError("the two networks' outputs have different shapes")
+        b64, o64 = b.astype(np.float64), o.astype(np.float64)
+        self.signal += float((b64 ** 2).sum())
+        self.noise += float(((b64 - o64) ** 2).sum())
+        self.agree += int((b.argmax(1) == o.argmax(1)).sum())
+        lb, lo = _log_softmax(b), _log_softmax(o)
+        self.kl += float((np.exp(lb) * (lb - lo)).sum())
+        self.frames += len(b)
+        self.utterances += 1
+
+    def result(self) -> Fidelity:
+        if not self.utterances:
+            raise KaldiCompressError("no utterances to compare")
+        snr = (math.inf if self.noise == 0 else
+               10 * math.log10(self.signal / self.noise) if self.signal > 0 else -math.inf)
+        return Fidelity(self.utterances, self.frames, snr, 100.0 * self.agree / self.frames,
+                        max(self.kl / self.frames, 0.0))
+
+
 def compare_outputs(base: list[np.ndarray], other: list[np.ndarray]) -> Fidelity:
     """Fidelity of ``other`` to ``base`` (lists of per-utterance output matrices)."""
-    if len(base) != len(other) or any(b.shape != o.shape for b, o in zip(base, other)):
+    if len(base) != len(other):
         raise KaldiCompressError("the two networks' outputs have different shapes")
-    if not base:
-        raise KaldiCompressError("no utterances to compare")
-    signal = noise = kl = 0.0
-    agree = frames = 0
+    sums = _Sums()
     for b, o in zip(base, other):
-        b64, o64 = b.astype(np.float64), o.astype(np.float64)
-        signal += float((b64 ** 2).sum())
-        noise += float(((b64 - o64) ** 2).sum())
-        agree += int((b.argmax(1) == o.argmax(1)).sum())
-        lb, lo = _log_softmax(b), _log_softmax(o)
-        kl += float((np.exp(lb) * (lb - lo)).sum())
-        frames += len(b)
-    snr = math.inf if noise == 0 else 10 * math.log10(signal / noise) if signal > 0 else -math.inf
-    return Fidelity(len(base), frames, snr, 100.0 * agree / frames, max(kl / frames, 0.0))
+        sums.add(b, o)
+    return sums.result()
+
+
+def compare_networks(base: Nnet, other: Nnet,
+                     utterances: Iterable[tuple[np.ndarray, np.ndarray | None]],
+                     opts: ComputeOptions, batch: int = 16) -> Fidelity:
+    """Fidelity of ``other`` to ``base`` on (features, online i-vectors) pairs, run with
+    nnet3-compute's chunking ``opts``; ``batch`` utterances at a time, so that memory
+    does not grow with the number of utterances."""
+    computers = [SimpleComputer(net, ComputeOptions(**asdict(opts))) for net in (base, other)]
+    sums = _Sums()
+    it = iter(utterances)
+    while chunk := list(islice(it, batch)):
+        for b, o in zip(*(c.compute_many(chunk) for c in computers)):
+            sums.add(b, o)
+    return sums.result()
 
 
 def data_wavs(data_dir: str | Path) -> list[Path]:
@@ -69,14 +104,33 @@ def data_wavs(data_dir: str | Path) -> list[Path]:
 def fidelity(base: Nnet, other: Nnet, model_dir: str | Path, data_dir: str | Path,
              frames_per_chunk: int = 50, frame_subsampling_factor: int | None = None,
              dither: float | None = None) -> Fidelity:
-    """Run both networks on the same features -- the model directory's front end
-    (see :class:`ModelDirFrontEnd`) on every wav in ``data_dir`` -- with
-    nnet3-compute's chunking, and compare their outputs."""
+    """Both networks on the same features -- the model directory's front end (see
+    :class:`ModelDirFrontEnd`) on every wav in ``data_dir`` -- compared."""
     front = ModelDirFrontEnd(model_dir, dither)
     opts = ComputeOptions(
         frame_subsampling_factor=frame_subsampling_factor or front.frame_subsampling_factor,
         frames_per_chunk=frames_per_chunk, online_ivector_period=front.ivector_period)
-    utts = [front.features(w) for w in data_wavs(data_dir)]
-    outs = [SimpleComputer(net, ComputeOptions(**asdict(opts))).compute_many(utts)
-            for net in (base, other)]
-    return compare_outputs(*outs)
+    return compare_networks(base, other, (front.features(w) for w in data_wavs(data_dir)), opts)
+
+
+def fidelity_tables(base: Nnet, other: Nnet, feats: str, ivectors: str = "",
+                    ivector_period: int = 0, frames_per_chunk: int = 50,
+                    frame_subsampling_factor: int = 1, max_utts: int = 0) -> Fidelity:
+    """Both networks on the utterances of a Kaldi feature table, as ``nnet3-compute``
+    reads them (``scp:data/test_hires/feats.scp``, ``ark:... |``), with online i-vectors
+    from another table (one row per ``ivector_period`` frames); empty utterances and
+    those without i-vectors are skipped (with a warning); the first ``max_utts`` used
+    (0: all), the table read as the comparison goes."""
+    from ..io.tables import RandomAccessMatrixReader, read_matrices, usable_utterances
+    if ivectors and ivector_period <= 0:
+        raise KaldiCompressError("--online-ivectors needs --online-ivector-period > 0")
+    if max_utts < 0:
+        raise KaldiCompressError(f"--max-utts must be >= 0, got {max_utts}")
+    table = RandomAccessMatrixReader(ivectors) if ivectors else None
+    items = ((key, len(m), m) for key, m in read_matrices(feats))
+    utts = ((m, None if table is None else table[key])
+            for key, m in usable_utterances(items, table, feats, limit=max_utts))
+    opts = ComputeOptions(frame_subsampling_factor=frame_subsampling_factor,
+                          frames_per_chunk=frames_per_chunk,
+                          online_ivector_period=ivector_period if ivectors else 0)
+    return compare_networks(base, other, utts, opts)
