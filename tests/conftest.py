@@ -9,12 +9,25 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("KALDI_COMPRESS_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_reaches_the_tests():
+    """The interrupt tests send their own process SIGINT (a Ctrl-C).  A suite started as a
+    background job of a script inherits SIGINT ignored, which training rightly keeps
+    ignoring; give the tests Python's own handler, as an interactive shell would."""
+    inherited = signal.getsignal(signal.SIGINT)
+    if inherited is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited)
 
 
 def shared_path(*parts: str) -> Path:
