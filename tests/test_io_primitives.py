@@ -171,10 +171,13 @@ def test_piped_tables_read_to_the_end_stop_early_or_fail_in_one_error(tmp_path):
         list(read_matrices(f"ark:head -c {half} {ark}; exit 3 |"))
 
 
-def test_scp_tables_fail_on_an_unreadable_matrix_and_stop_early_quietly(tmp_path, capfd):
+def test_scp_tables_fail_on_an_unreadable_matrix_and_stop_early_quietly(tmp_path, capfd,
+                                                                         monkeypatch):
     """An scp line whose matrix cannot be read is an error naming it (kaldi-io's own scp
     reader skipped it with a note on stdout, which ``compute ... ark:-`` writes to); a
     reader that stops early closes the table without a word; scp lines from a pipe."""
+    import gc
+    import sys
     import warnings
     from kaldi_compress.errors import KaldiCompressError
     from kaldi_compress.io.tables import read_matrices
@@ -185,11 +188,15 @@ def test_scp_tables_fail_on_an_unreadable_matrix_and_stop_early_quietly(tmp_path
     got = dict(read_matrices(f"scp:{scp}"))
     assert list(got) == list(mats) and all(np.array_equal(got[k], mats[k]) for k in mats)
     assert list(dict(read_matrices(f"scp:cat {scp} |"))) == list(mats)
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         first = read_matrices(f"scp:{scp}")
         assert next(first)[0] == "u0"
         first.close()
+        gc.collect()
+    assert not unraisable
     bad = tmp_path / "bad.scp"
     bad.write_text(scp.read_text() + f"u9 {tmp_path / 'gone.ark'}:15\n")
     with pytest.raises(KaldiCompressError, match=r"cannot read .*gone\.ark:15"):

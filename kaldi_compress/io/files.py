@@ -19,11 +19,11 @@ def read_input(path: str, max_bytes: int = MAX_INPUT) -> bytearray:
     ``max_bytes``."""
     try:
         if path == "-":
-            return _read_stream(sys.stdin.buffer, "<stdin>", max_bytes)
+            return read_stream(sys.stdin.buffer, "<stdin>", max_bytes)
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
-                return _read_stream(f, path, max_bytes)
+                return read_stream(f, path, max_bytes)
             if st.st_size > max_bytes:
                 raise KaldiCompressError(f"{path}: {st.st_size} bytes, more than the "
                                          f"{max_bytes} this reads")
@@ -36,7 +36,8 @@ def read_input(path: str, max_bytes: int = MAX_INPUT) -> bytearray:
         raise KaldiCompressError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
-def _read_stream(f, name: str, max_bytes: int) -> bytearray:
+def read_stream(f, name: str, max_bytes: int = MAX_INPUT) -> bytearray:
+    """A binary stream (stdin, a pipe) read to its end, at most ``max_bytes``."""
     buf = bytearray()
     while True:
         chunk = f.read(1 << 20)

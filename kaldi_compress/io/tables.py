@@ -18,7 +18,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from ..errors import KaldiCompressError
-from .files import read_input
+from .files import read_input, read_stream
 from .text import TextWriter
 
 
@@ -56,30 +56,20 @@ def _split(spec: str, what: str) -> tuple[str, set[str], str]:
 
 def read_matrices(rspecifier: str) -> Iterator[tuple[str, np.ndarray]]:
     """(key, matrix) pairs of a Kaldi rspecifier, in order.  A reader that stops early
-    leaves the rest unread (a piped command then ends on SIGPIPE, as under Kaldi)."""
+    leaves the rest unread (a piped command then ends on SIGPIPE, as under Kaldi).  An
+    scp's matrices are read by :func:`read_matrix`, one line at a time (kaldi-io's
+    read_mat_scp skips a matrix it cannot read, with a note on stdout)."""
     kind, _, target = _split(rspecifier, "rspecifier")
+    if kind == "scp":
+        for key, rxfile in scp_entries(rspecifier):
+            yield key, read_matrix(rxfile)
+        return
     try:
         with _source(target) as source:
-            if kind == "scp":
-                yield from _scp_matrices(source, target)
-                return
             for key, mat in kaldi_io.read_mat_ark(source):
                 yield key, np.asarray(mat, dtype=np.float32)
     except (OSError, ValueError, AssertionError, UnicodeDecodeError) as e:
         raise KaldiCompressError(f"cannot read {rspecifier}: {e}") from None
-
-
-def _scp_matrices(source, target: str) -> Iterator[tuple[str, np.ndarray]]:
-    """The matrices of an scp's lines (``key rxfile``), read one by one.  Not kaldi-io's
-    read_mat_scp, which skips a matrix it cannot read with a note on stdout."""
-    with (open(source, "rb") if isinstance(source, str) else contextlib.nullcontext(source)
-          ) as lines:
-        for n, raw in enumerate(lines, 1):
-            parts = raw.decode("utf-8", "replace").split(None, 1)
-            if len(parts) == 1:
-                raise KaldiCompressError(f"{target}: line {n}: expected 'key rxfile'")
-            if parts:
-                yield parts[0], read_matrix(parts[1].strip())
 
 
 @contextlib.contextmanager
@@ -120,7 +110,9 @@ def scp_entries(rspecifier: str) -> list[tuple[str, str]] | None:
     if kind != "scp":
         return None
     out = []
-    lines = read_input(target).splitlines()
+    with _source(target) as source:
+        text = read_input(source) if isinstance(source, str) else read_stream(source, target)
+    lines = text.splitlines()
     for n, raw in enumerate(lines, 1):
         parts = raw.decode("utf-8", "replace").split(None, 1)
         if len(parts) == 1:
