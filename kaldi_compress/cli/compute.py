@@ -43,7 +43,7 @@ def add_parser(sub, kaldi_bool) -> None:
 def run(args) -> int:
     from ..compute.threads import prepare_torch
     from ..compute.chunking import ComputeOptions, SimpleComputer
-    from ..io.tables import MatrixWriter, read_matrices, read_matrix_dict
+    from ..io.tables import MatrixWriter, ivector_reader, read_matrices
 
     prepare_torch(args.num_threads)
     model = read_model(args.model)
@@ -58,9 +58,7 @@ def run(args) -> int:
                           args.extra_left_context_initial, args.extra_right_context_final,
                           args.online_ivector_period)
     computer = SimpleComputer(model.nnet, opts)
-    ivectors = read_matrix_dict(args.online_ivectors) if args.online_ivectors else None
-    if ivectors is not None and args.online_ivector_period <= 0:
-        raise KaldiCompressError("--online-ivectors needs --online-ivector-period > 0")
+    ivectors = ivector_reader(args.online_ivectors, args.online_ivector_period)
     gc.freeze()   # torch's many long-lived objects make full collections slow
     done = failed = 0
     with MatrixWriter(args.output) as writer:

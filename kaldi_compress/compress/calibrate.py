@@ -159,16 +159,14 @@ def load_calibration_tables(feats: str, ivectors: str = "", ivector_period: int 
     (0: all): from an ``scp:`` table the lines i * n / max_utts, as :func:`list_audio`
     spreads wavs; from an ``ark:`` (read in order) the first ones, the rest unread."""
     from ..compute.chunking import ComputeOptions
-    from ..io.tables import (RandomAccessMatrixReader, read_matrices, read_matrix,
-                             scp_entries, usable_utterances)
+    from ..io.tables import (ivector_reader, read_matrices, read_matrix, scp_entries,
+                             usable_utterances)
     if shrinkage < 0:
         raise KaldiCompressError(f"--shrinkage must be >= 0, got {shrinkage}")
-    if ivectors and ivector_period <= 0:
-        raise KaldiCompressError("--calibration-ivectors needs --online-ivector-period > 0")
     if frame_subsampling_factor < 1 or frames_per_chunk < 1:
         raise KaldiCompressError("--frame-subsampling-factor and --frames-per-chunk must be "
                                  ">= 1")
-    table = RandomAccessMatrixReader(ivectors) if ivectors else None
+    table = ivector_reader(ivectors, ivector_period, "--calibration-ivectors")
     entries = scp_entries(feats)
     if entries is None:
         items = ((key, len(m), m) for key, m in read_matrices(feats))

@@ -82,11 +82,9 @@ def wav_corpus(model_dir: str | Path, data_dirs: list[str | Path], dither: float
 
 def table_corpus(feats_rspec: str, ivectors_rspec: str = "", ivector_period: int = 0) -> Corpus:
     """Features of a Kaldi table, with online i-vectors from another table (same keys)."""
-    from ..io.tables import read_matrices, read_matrix_dict, usable_utterances
+    from ..io.tables import ivector_reader, read_matrices, usable_utterances
 
-    if ivectors_rspec and ivector_period <= 0:
-        raise KaldiCompressError("--online-ivectors needs --online-ivector-period > 0")
-    ivectors = read_matrix_dict(ivectors_rspec) if ivectors_rspec else None
+    ivectors = ivector_reader(ivectors_rspec, ivector_period)
     items = ((key, len(feats), feats) for key, feats in read_matrices(feats_rspec))
     utts = [Utterance(key, feats, None if ivectors is None else ivectors[key])
             for key, feats in usable_utterances(items, ivectors, feats_rspec)]

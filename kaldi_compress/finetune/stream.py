@@ -36,7 +36,7 @@ from typing import Iterator
 import torch
 
 from ..errors import KaldiCompressError
-from ..io.tables import (RandomAccessMatrixReader, matrix_rows, read_matrices, read_matrix,
+from ..io.tables import (ivector_reader, matrix_rows, read_matrices, read_matrix,
                          scp_entries, usable_utterances)
 from .chunks import Chunker, to_device
 from .data import Utterance
@@ -76,13 +76,11 @@ class ChunkStream:
     def __init__(self, feats_rspec: str, chunker: Chunker, teacher, ivectors_rspec: str = "",
                  ivector_period: int = 0, buffer: int = DEFAULT_SHUFFLE_BUFFER, seed: int = 0,
                  device: torch.device = torch.device("cpu")):
-        if ivectors_rspec and ivector_period <= 0:
-            raise KaldiCompressError("--online-ivectors needs --online-ivector-period > 0")
         if buffer < 1:
             raise KaldiCompressError("--shuffle-buffer must be >= 1")
         self.rspec, self.chunker, self.teacher = feats_rspec, chunker, teacher
         self.buffer, self.seed, self.device = buffer, seed, device
-        self.ivectors = RandomAccessMatrixReader(ivectors_rspec) if ivectors_rspec else None
+        self.ivectors = ivector_reader(ivectors_rspec, ivector_period)
         self.ivector_period = ivector_period if ivectors_rspec else 0
         entries = scp_entries(feats_rspec)
         if entries is None:

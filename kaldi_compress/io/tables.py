@@ -151,6 +151,17 @@ class RandomAccessMatrixReader:
         return self.held[key] if self.where is None else read_matrix(self.where[key])
 
 
+def ivector_reader(rspecifier: str, period: int,
+                   option: str = "--online-ivectors") -> RandomAccessMatrixReader | None:
+    """Online i-vectors by utterance, one row per ``period`` frames (None for no table,
+    ``""``); ``option`` names the table in the error when ``period`` is not positive."""
+    if not rspecifier:
+        return None
+    if period <= 0:
+        raise KaldiCompressError(f"{option} needs --online-ivector-period > 0")
+    return RandomAccessMatrixReader(rspecifier)
+
+
 def usable_utterances(items, ivectors, feats_rspec: str, limit: int = 0):
     """(key, value) of the (key, num_frames, value) items of a table that are not empty
     and, if ``ivectors`` (anything with ``in``) is given, have online i-vectors; with
