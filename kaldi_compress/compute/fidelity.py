@@ -122,9 +122,9 @@ def fidelity_tables(base: Nnet, other: Nnet, feats: str, ivectors: str = "",
     those without i-vectors are skipped (with a warning); the first ``max_utts`` used
     (0: all), the table read as the comparison goes."""
     from ..io.tables import ivector_reader, read_matrices, usable_utterances
-    table = ivector_reader(ivectors, ivector_period)
     if max_utts < 0:
         raise KaldiCompressError(f"--max-utts must be >= 0, got {max_utts}")
+    table = ivector_reader(ivectors, ivector_period)
     items = ((key, len(m), m) for key, m in read_matrices(feats))
     utts = ((m, None if table is None else table[key])
             for key, m in usable_utterances(items, table, feats, limit=max_utts))
